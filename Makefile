@@ -1,0 +1,48 @@
+# The README's two commands are `make demo` and `make test`. Everything else is a helper of theirs.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+LOCAL := $(CURDIR)/.local
+DEMO_DB := $(LOCAL)/demo/app.db
+DEMO_USERS ?= 5000
+export DAGSTER_HOME ?= $(LOCAL)/dagster_home
+export RECS_DATABASE_URL ?= sqlite:///$(DEMO_DB)
+
+.PHONY: install demo demo-once demo-data test lint pytest bench clean
+
+$(BIN)/.installed: pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e ".[dev]"
+	touch $@
+
+install: $(BIN)/.installed
+
+# Fresh demo data (SQLite) and an embedded Dagster instance, both under the git-ignored .local/.
+demo-data: install
+	mkdir -p $(DAGSTER_HOME) $(LOCAL)/demo
+	test -f $(DAGSTER_HOME)/dagster.yaml || cp deploy/dagster_home/dagster.yaml $(DAGSTER_HOME)/dagster.yaml
+	rm -f $(DEMO_DB) $(DEMO_DB)-wal $(DEMO_DB)-shm
+	$(BIN)/recs-pipeline init-db
+	$(BIN)/recs-pipeline seed --users $(DEMO_USERS) --seed 42
+
+# Run every job once against the demo data and print a summary (CI's smoke test).
+demo-once: demo-data
+	$(BIN)/recs-pipeline demo
+
+# `demo-once`, then the UI on http://127.0.0.1:3000 with schedules and sensors running.
+demo: demo-once
+	$(BIN)/dagster dev -h 127.0.0.1 -p 3000 -w workspace.yaml
+
+lint: install
+	$(BIN)/ruff check .
+
+pytest: install
+	$(BIN)/python -m pytest -q -p no:cacheprovider $(PYTEST_ARGS)
+
+# The whole test suite: ruff, then pytest on SQLite and PostgreSQL.
+test: lint pytest
+
+clean:
+	rm -rf $(LOCAL) .pytest_cache .ruff_cache

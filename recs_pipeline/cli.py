@@ -1,0 +1,119 @@
+"""`recs-pipeline`: the command-line entry point (demo/test set-up, benchmarks, operations).
+
+Every command takes `--database-url` (default: `$RECS_DATABASE_URL`, else the embedded SQLite demo
+database). Bad input ends with one line on stderr and exit code 2, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable, Sequence
+
+from recs_pipeline.db import DatabaseConfigError, make_engine
+from recs_pipeline.resources import AppDatabase
+
+EXIT_USAGE = 2
+
+
+class CliError(Exception):
+    """A user-facing error: printed as one line, exit code 2."""
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
+    return value
+
+
+def _database_url(args: argparse.Namespace) -> str:
+    return AppDatabase(url=args.database_url).resolved_url()
+
+
+def cmd_init_db(args: argparse.Namespace) -> int:
+    from recs_pipeline.bootstrap import init_app_database
+
+    engine = make_engine(_database_url(args))
+    try:
+        added = init_app_database(engine)
+    finally:
+        engine.dispose()
+    print(f"app tables ready on {AppDatabase(url=args.database_url).redacted_url}; "
+          f"{added} achievements added to the catalogue")
+    return 0
+
+
+def cmd_seed(args: argparse.Namespace) -> int:
+    from recs_pipeline.seed import SeedConfig, seed_database
+
+    engine = make_engine(_database_url(args))
+    try:
+        summary = seed_database(
+            engine,
+            SeedConfig(users=args.users, seed=args.seed),
+            progress=not args.no_progress,
+        )
+    finally:
+        engine.dispose()
+    print(summary.render())
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from recs_pipeline.demo import run_demo
+
+    return 0 if run_demo() else 1
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but usage errors are one line (exit 2) instead of usage + message."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.exit(EXIT_USAGE, f"recs-pipeline: error: {message}\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="recs-pipeline", description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--database-url",
+        default=None,
+        help="SQLAlchemy URL of the app database (default: $RECS_DATABASE_URL, else the "
+        "embedded SQLite demo database)",
+    )
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    init_db = sub.add_parser("init-db", help="create the app tables and achievement catalogue")
+    init_db.set_defaults(func=cmd_init_db)
+
+    seed = sub.add_parser("seed", help="fill the app tables with deterministic demo data")
+    seed.add_argument("--users", type=_positive_int, default=10_000, help="number of users")
+    seed.add_argument("--seed", type=int, default=42, help="random seed")
+    seed.add_argument("--no-progress", action="store_true", help="no progress bars")
+    seed.set_defaults(func=cmd_seed)
+
+    demo = sub.add_parser("demo", help="run every job once on $DAGSTER_HOME and summarise")
+    demo.set_defaults(func=cmd_demo)
+
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    func: Callable[[argparse.Namespace], int] = args.func
+    try:
+        return func(args)
+    except (DatabaseConfigError, CliError) as exc:
+        print(f"recs-pipeline: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print("recs-pipeline: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,222 @@
+"""Database plumbing shared by every part of the pipeline.
+
+* `make_engine` turns the one app URL into an engine, with clear errors for bad URLs and
+  unreachable servers, and pins PostgreSQL sessions to UTC so `timestamp` and `timestamptz`
+  columns read and compare the same way.
+* `bulk_insert` writes a DataFrame fast: PostgreSQL `COPY` (psycopg2 or psycopg 3), SQLite
+  `executemany` on the raw cursor.
+* `to_utc_naive` normalises any timestamp column (SQLite ISO text, naive UTC, timestamptz) to
+  naive UTC `datetime64`, the one representation the pure functions see.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from collections.abc import Iterable, Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection, Engine
+
+DEFAULT_SQLITE_PATH = Path(".local") / "demo" / "app.db"
+
+SUPPORTED_DIALECTS = ("sqlite", "postgresql")
+
+
+class DatabaseConfigError(Exception):
+    """The app database URL is unusable (bad scheme, unreachable server, missing driver).
+
+    Its message is one line a person can act on; the CLI prints it and exits 2.
+    """
+
+
+def default_database_url() -> str:
+    """The embedded SQLite demo database, relative to the working directory."""
+    return f"sqlite:///{DEFAULT_SQLITE_PATH.as_posix()}"
+
+
+def redact_url(url: str) -> str:
+    """The URL with any password hidden, for logs and metadata."""
+    try:
+        return sa.make_url(url).render_as_string(hide_password=True)
+    except Exception:  # an unparsable URL is reported by make_engine
+        return "<unparsable database URL>"
+
+
+def make_engine(url: str, *, check_connection: bool = True, **engine_kwargs: object) -> Engine:
+    """Create an engine for the app database, failing with a one-line `DatabaseConfigError`.
+
+    Both `postgresql://` (psycopg 3 under SQLAlchemy 2.1) and `postgresql+psycopg2://` work.
+    """
+    try:
+        parsed = sa.make_url(url)
+    except Exception as exc:
+        raise DatabaseConfigError(f"cannot parse database URL {url!r}: {exc}") from None
+    if parsed.get_backend_name() not in SUPPORTED_DIALECTS:
+        raise DatabaseConfigError(
+            f"unsupported database scheme {parsed.drivername!r} in {redact_url(url)}; "
+            "use sqlite:///path or postgresql://user@host/db"
+        )
+    kwargs: dict[str, object] = dict(engine_kwargs)
+    if parsed.get_backend_name() == "sqlite":
+        database = parsed.database or ""
+        if database and database != ":memory:" and not database.startswith("file:"):
+            Path(database).parent.mkdir(parents=True, exist_ok=True)
+        kwargs.setdefault("connect_args", {"timeout": 30})
+    else:
+        # Every PostgreSQL session works in UTC: naive timestamps we bind are UTC, and
+        # `timestamptz` values come back in UTC.
+        kwargs.setdefault("connect_args", {"options": "-c timezone=UTC"})
+        kwargs.setdefault("pool_pre_ping", True)
+    try:
+        engine = sa.create_engine(parsed, **kwargs)  # type: ignore[arg-type]
+    except ImportError as exc:
+        raise DatabaseConfigError(
+            f"no driver for {parsed.drivername!r}: {exc}"
+        ) from None
+    except Exception as exc:
+        raise DatabaseConfigError(f"cannot create engine for {redact_url(url)}: {exc}") from None
+    if parsed.get_backend_name() == "sqlite":
+        _configure_sqlite(engine)
+    if check_connection:
+        try:
+            with engine.connect() as conn:
+                conn.execute(sa.text("SELECT 1"))
+        except sa.exc.SQLAlchemyError as exc:
+            engine.dispose()
+            reason = str(getattr(exc, "orig", exc)).strip().splitlines()[0]
+            raise DatabaseConfigError(
+                f"cannot connect to {redact_url(url)}: {reason}"
+            ) from None
+    return engine
+
+
+def _configure_sqlite(engine: Engine) -> None:
+    @sa.event.listens_for(engine, "connect")
+    def _on_connect(dbapi_connection, _record) -> None:  # type: ignore[no-untyped-def]
+        cursor = dbapi_connection.cursor()
+        # WAL lets the app read while the pipeline writes; NORMAL sync is safe with WAL.
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.execute("PRAGMA busy_timeout=30000")
+        cursor.close()
+
+
+def is_postgres(bind: Connection | Engine) -> bool:
+    return bind.dialect.name == "postgresql"
+
+
+def utc_now() -> datetime:
+    """Current UTC time as a naive datetime (the contract stores naive UTC)."""
+    return datetime.now(UTC).replace(tzinfo=None)
+
+
+def to_utc_naive(values: pd.Series | Sequence[object]) -> pd.Series:
+    """Normalise timestamps (ISO text, naive UTC, tz-aware) to naive-UTC `datetime64[us]`."""
+    series = values if isinstance(values, pd.Series) else pd.Series(values, dtype=object)
+    converted = pd.to_datetime(series, utc=True, format="ISO8601")
+    return converted.dt.tz_localize(None).astype("datetime64[us]")
+
+
+def read_frame(
+    conn: Connection,
+    statement: sa.sql.Executable,
+    *,
+    timestamp_columns: Iterable[str] = (),
+) -> pd.DataFrame:
+    """Run a Core statement and return a DataFrame; named timestamp columns become naive UTC."""
+    result = conn.execute(statement)
+    frame = pd.DataFrame(result.fetchall(), columns=list(result.keys()))
+    for column in timestamp_columns:
+        frame[column] = to_utc_naive(frame[column]) if len(frame) else frame[column].astype(
+            "datetime64[us]"
+        )
+    return frame
+
+
+# --- Bulk writes ----------------------------------------------------------------------------
+
+_SQLITE_TS_FORMAT = "%Y-%m-%d %H:%M:%S.%f"  # SQLAlchemy's own SQLite DateTime storage format
+
+
+def _sqlite_rows(frame: pd.DataFrame) -> list[tuple[object, ...]]:
+    columns: list[np.ndarray] = []
+    for name in frame.columns:
+        col = frame[name]
+        if pd.api.types.is_datetime64_any_dtype(col):
+            if getattr(col.dt, "tz", None) is not None:
+                col = col.dt.tz_convert("UTC").dt.tz_localize(None)
+            text = col.dt.strftime(_SQLITE_TS_FORMAT)
+            columns.append(text.astype(object).where(col.notna(), None).to_numpy())
+        elif pd.api.types.is_bool_dtype(col):
+            columns.append(col.astype(int).astype(object).to_numpy())
+        else:
+            obj = col.astype(object)
+            columns.append(obj.where(col.notna(), None).to_numpy())
+    return list(zip(*[c.tolist() for c in columns], strict=True)) if columns else []
+
+
+def _csv_buffer(frame: pd.DataFrame) -> io.StringIO:
+    buffer = io.StringIO()
+    out = frame.copy(deep=False)
+    for name in out.columns:
+        col = out[name]
+        if pd.api.types.is_datetime64_any_dtype(col) and getattr(col.dt, "tz", None) is not None:
+            out[name] = col.dt.tz_convert("UTC").dt.tz_localize(None)
+    out.to_csv(
+        buffer,
+        index=False,
+        header=False,
+        na_rep="\\N",
+        quoting=csv.QUOTE_MINIMAL,
+        date_format="%Y-%m-%d %H:%M:%S.%f",
+    )
+    buffer.seek(0)
+    return buffer
+
+
+def copy_into(conn: Connection, table_name: str, frame: pd.DataFrame) -> None:
+    """PostgreSQL COPY FROM STDIN of a DataFrame, with either psycopg2 or psycopg 3."""
+    columns = ", ".join(f'"{c}"' for c in frame.columns)
+    sql = f'COPY "{table_name}" ({columns}) FROM STDIN WITH (FORMAT csv, NULL \'\\N\')'
+    buffer = _csv_buffer(frame)
+    raw = conn.connection.driver_connection
+    cursor = raw.cursor()
+    try:
+        if hasattr(cursor, "copy_expert"):  # psycopg2
+            cursor.copy_expert(sql, buffer)
+        else:  # psycopg 3
+            with cursor.copy(sql) as copy:
+                while chunk := buffer.read(1 << 20):
+                    copy.write(chunk)
+    finally:
+        cursor.close()
+
+
+def bulk_insert(conn: Connection, table: sa.Table | str, frame: pd.DataFrame) -> int:
+    """Append a DataFrame's rows to a table inside the caller's transaction; returns the count.
+
+    The frame's columns must be a subset of the table's, named the same.
+    """
+    if frame.empty:
+        return 0
+    table_name = table if isinstance(table, str) else table.name
+    if is_postgres(conn):
+        copy_into(conn, table_name, frame)
+    else:
+        columns = ", ".join(f'"{c}"' for c in frame.columns)
+        placeholders = ", ".join("?" for _ in frame.columns)
+        raw = conn.connection.driver_connection
+        cursor = raw.cursor()
+        try:
+            cursor.executemany(
+                f'INSERT INTO "{table_name}" ({columns}) VALUES ({placeholders})',
+                _sqlite_rows(frame),
+            )
+        finally:
+            cursor.close()
+    return len(frame)
