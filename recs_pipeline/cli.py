@@ -7,9 +7,11 @@ database). Bad input ends with one line on stderr and exit code 2, never a trace
 from __future__ import annotations
 
 import argparse
+import importlib
 import sys
 from collections.abc import Callable, Sequence
 
+from recs_pipeline.bench import BENCH_TOPICS
 from recs_pipeline.db import DatabaseConfigError, make_engine
 from recs_pipeline.resources import AppDatabase
 
@@ -94,6 +96,14 @@ def build_parser() -> argparse.ArgumentParser:
     seed.add_argument("--seed", type=int, default=42, help="random seed")
     seed.add_argument("--no-progress", action="store_true", help="no progress bars")
     seed.set_defaults(func=cmd_seed)
+
+    bench = sub.add_parser("bench", help="benchmarks that print measured figures")
+    bench_topics = bench.add_subparsers(dest="topic", required=True, parser_class=_Parser)
+    for topic, module_path in BENCH_TOPICS.items():
+        module = importlib.import_module(module_path)
+        topic_parser = bench_topics.add_parser(topic, help=(module.__doc__ or "").splitlines()[0])
+        module.add_arguments(topic_parser)
+        topic_parser.set_defaults(func=module.run)
 
     demo = sub.add_parser("demo", help="run every job once on $DAGSTER_HOME and summarise")
     demo.set_defaults(func=cmd_demo)

@@ -1,0 +1,10 @@
+"""Benchmark commands: `recs-pipeline bench <topic>`.
+
+Each topic module exposes `add_arguments(parser)` and `run(args) -> int`, and keeps heavy imports
+inside `run`. Benchmarks print figures; they are never part of the test suite.
+"""
+
+from __future__ import annotations
+
+# topic name -> module path. Add a line when you add a topic.
+BENCH_TOPICS: dict[str, str] = {}
