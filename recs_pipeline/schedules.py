@@ -28,4 +28,17 @@ def schedule_timezone() -> str:
     return value
 
 
-ALL_SCHEDULES: list[dg.ScheduleDefinition] = []
+def _housekeeping_schedule() -> dg.ScheduleDefinition:
+    from recs_pipeline.jobs import dagster_housekeeping_job
+
+    return dg.ScheduleDefinition(
+        name="dagster_housekeeping_schedule",
+        job=dagster_housekeeping_job,
+        cron_schedule="45 4 * * *",  # daily, after the nightly refresh and the Sunday purge
+        execution_timezone=schedule_timezone(),
+        default_status=dg.DefaultScheduleStatus.RUNNING,
+        description="Daily: delete Dagster runs and event logs older than 30 days.",
+    )
+
+
+ALL_SCHEDULES: list[dg.ScheduleDefinition] = [_housekeeping_schedule()]

@@ -20,3 +20,5 @@ RETENTION_PURGE_TAGS: dict[str, str] = {
     HEAVY_SCAN_TAG: "true",
 }
 ACHIEVEMENTS_TAGS: dict[str, str] = {JOB_KIND_TAG: "achievements"}
+# Deletes old runs from the Dagster instance database only; never touches the app database.
+HOUSEKEEPING_TAGS: dict[str, str] = {JOB_KIND_TAG: "dagster_housekeeping"}

@@ -108,7 +108,9 @@ def app_db(database_url: str, engine: Engine) -> AppDatabase:
 @pytest.fixture
 def dagster_instance(tmp_path: Path) -> Iterator[dg.DagsterInstance]:
     """A throwaway persistent Dagster instance (runs, event logs, sensor cursors)."""
-    with dg.instance_for_test(temp_dir=str(tmp_path / "dagster_home")) as instance:
+    home = tmp_path / "dagster_home"
+    home.mkdir()  # instance_for_test writes dagster.yaml into temp_dir but does not create it
+    with dg.instance_for_test(temp_dir=str(home)) as instance:
         yield instance
 
 

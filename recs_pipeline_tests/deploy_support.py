@@ -23,7 +23,7 @@ import psycopg2
 from recs_pipeline_tests.conftest import POSTGRES_ADMIN_DSN, POSTGRES_HOST
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-PRODUCTION_INSTANCE_YAML = REPO_ROOT / "dagster.yaml"
+PRODUCTION_INSTANCE_YAML = REPO_ROOT / "deploy" / "production" / "dagster.yaml"
 VENV_BIN = Path(sys.executable).parent
 
 
