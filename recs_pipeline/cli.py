@@ -10,6 +10,7 @@ import argparse
 import importlib
 import sys
 from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
 
 from recs_pipeline.bench import BENCH_TOPICS
 from recs_pipeline.db import DatabaseConfigError, make_engine
@@ -29,6 +30,27 @@ def _positive_int(text: str) -> int:
         raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
     if value <= 0:
         raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
+    return value
+
+
+def _non_negative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {value}")
+    return value
+
+
+def _iso_datetime(text: str) -> datetime:
+    try:
+        value = datetime.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected an ISO date or date-time (e.g. 2025-06-01), got {text!r}") from None
+    if value.tzinfo is not None:
+        value = value.astimezone(UTC).replace(tzinfo=None)
     return value
 
 
@@ -56,8 +78,9 @@ def cmd_seed(args: argparse.Namespace) -> int:
     try:
         summary = seed_database(
             engine,
-            SeedConfig(users=args.users, seed=args.seed),
+            SeedConfig(users=args.users, seed=args.seed, now=args.now),
             progress=not args.no_progress,
+            replace=args.replace,
         )
     finally:
         engine.dispose()
@@ -93,7 +116,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     seed = sub.add_parser("seed", help="fill the app tables with deterministic demo data")
     seed.add_argument("--users", type=_positive_int, default=10_000, help="number of users")
-    seed.add_argument("--seed", type=int, default=42, help="random seed")
+    seed.add_argument("--seed", type=_non_negative_int, default=42, help="random seed")
+    seed.add_argument("--now", type=_iso_datetime, default=None,
+                      help="anchor date/time, ISO, UTC (default: today 00:00 UTC)")
+    seed.add_argument("--replace", action="store_true",
+                      help="delete existing demo data first (demo/test databases only)")
     seed.add_argument("--no-progress", action="store_true", help="no progress bars")
     seed.set_defaults(func=cmd_seed)
 
