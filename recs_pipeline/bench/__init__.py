@@ -7,4 +7,6 @@ inside `run`. Benchmarks print figures; they are never part of the test suite.
 from __future__ import annotations
 
 # topic name -> module path. Add a line when you add a topic.
-BENCH_TOPICS: dict[str, str] = {}
+BENCH_TOPICS: dict[str, str] = {
+    "retention": "recs_pipeline.bench.retention",
+}
