@@ -21,7 +21,9 @@ class DemoRun:
 
 
 # In the order a fresh demo database wants them. Later features append here.
-DEMO_RUNS: list[DemoRun] = []
+DEMO_RUNS: list[DemoRun] = [
+    DemoRun("retention_purge_job"),
+]
 
 
 def run_demo(console: Console | None = None) -> bool:

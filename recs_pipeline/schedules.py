@@ -41,4 +41,24 @@ def _housekeeping_schedule() -> dg.ScheduleDefinition:
     )
 
 
-ALL_SCHEDULES: list[dg.ScheduleDefinition] = [_housekeeping_schedule()]
+WEEKLY_RETENTION_PURGE_CRON = "30 3 * * 0"  # Sundays 03:30, as the Celery beat entry was
+
+
+def build_weekly_retention_purge_schedule() -> dg.ScheduleDefinition:
+    """The weekly purge in `schedule_timezone()` (a function so tests can rebuild it per zone)."""
+    from recs_pipeline.jobs import retention_purge_job
+
+    return dg.ScheduleDefinition(
+        name="weekly_retention_purge_schedule",
+        job=retention_purge_job,
+        cron_schedule=WEEKLY_RETENTION_PURGE_CRON,
+        execution_timezone=schedule_timezone(),
+        default_status=dg.DefaultScheduleStatus.RUNNING,
+        description="Sundays 03:30: purge activities and processed events older than 90 days.",
+    )
+
+
+ALL_SCHEDULES: list[dg.ScheduleDefinition] = [
+    _housekeeping_schedule(),
+    build_weekly_retention_purge_schedule(),
+]
