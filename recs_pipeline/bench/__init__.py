@@ -9,4 +9,5 @@ from __future__ import annotations
 # topic name -> module path. Add a line when you add a topic.
 BENCH_TOPICS: dict[str, str] = {
     "retention": "recs_pipeline.bench.retention",
+    "quality": "recs_pipeline.bench.quality",
 }
