@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dagster as dg
 
+from recs_pipeline.ops.achievements import achievements_job
 from recs_pipeline.ops.housekeeping import delete_old_dagster_runs
 from recs_pipeline.ops.retention import plan_retention_purge, purge_expired_data
 from recs_pipeline.tags import HOUSEKEEPING_TAGS, RETENTION_PURGE_TAGS
@@ -35,4 +36,5 @@ def retention_purge_job() -> None:
 ALL_JOBS: list[dg.JobDefinition | dg.UnresolvedAssetJobDefinition] = [
     dagster_housekeeping_job,
     retention_purge_job,
+    achievements_job,
 ]

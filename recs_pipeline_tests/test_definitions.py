@@ -16,12 +16,12 @@ EXPECTED_APP_TABLES = {
     "user_achievements", "app_events",
 }
 EXPECTED_PIPELINE_ASSETS: set[str] = set()
-EXPECTED_JOBS: set[str] = {"dagster_housekeeping_job", "retention_purge_job"}
+EXPECTED_JOBS: set[str] = {"dagster_housekeeping_job", "retention_purge_job", "achievements_job"}
 EXPECTED_SCHEDULES: dict[str, str] = {  # name -> cron
     "dagster_housekeeping_schedule": "45 4 * * *",
     "weekly_retention_purge_schedule": "30 3 * * 0",
 }
-EXPECTED_SENSORS: set[str] = set()
+EXPECTED_SENSORS: set[str] = {"run_failure_alert_sensor", "achievement_events_sensor"}
 
 
 def test_definitions_snapshot() -> None:
