@@ -437,6 +437,22 @@ class ReplaySummary:
     not_dead_lettered: list[int]
     result: ProcessSummary | None
 
+    def render(self) -> str:
+        lines = [f"replayed {len(self.selected)} dead-lettered events"]
+        if self.not_dead_lettered:
+            lines.append(f"skipped {len(self.not_dead_lettered)} ids that are not (or no longer) "
+                         f"dead-lettered: {self.not_dead_lettered[:20]}")
+        if self.result is not None:
+            r = self.result
+            redone = r.outcomes[OUTCOME_AWARDED] + r.outcomes[OUTCOME_NO_AWARD]
+            lines.append(f"processed {redone}, {len(r.awarded)} new awards, still dead-lettered "
+                         f"{len(r.dead_letters)} "
+                         f"{dict(r.dead_letters['reason'].value_counts().sort_index())}")
+            if r.missing_ids:
+                lines.append(f"{len(r.missing_ids)} events no longer exist in app_events: "
+                             f"{r.missing_ids[:20]}")
+        return "\n".join(lines)
+
 
 def replay_dead_letters(
     engine: Engine, *, event_ids: Sequence[int] = (), replay_all: bool = False

@@ -94,6 +94,20 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0 if run_demo() else 1
 
 
+def cmd_events_replay(args: argparse.Namespace) -> int:
+    from recs_pipeline.achievements_store import replay_dead_letters
+
+    if not args.all and not args.event_id:
+        raise CliError("events replay: give --event-id N [N ...] or --all")
+    engine = make_engine(_database_url(args))
+    try:
+        summary = replay_dead_letters(engine, event_ids=args.event_id or [], replay_all=args.all)
+    finally:
+        engine.dispose()
+    print(summary.render())
+    return 0
+
+
 class _Parser(argparse.ArgumentParser):
     """argparse, but usage errors are one line (exit 2) instead of usage + message."""
 
@@ -131,6 +145,18 @@ def build_parser() -> argparse.ArgumentParser:
         topic_parser = bench_topics.add_parser(topic, help=(module.__doc__ or "").splitlines()[0])
         module.add_arguments(topic_parser)
         topic_parser.set_defaults(func=module.run)
+
+    events = sub.add_parser("events", help="operate on the app_events outbox (achievements)")
+    events_sub = events.add_subparsers(dest="events_command", required=True, parser_class=_Parser)
+    replay = events_sub.add_parser(
+        "replay", help="re-drive dead-lettered achievement events once their cause is fixed"
+    )
+    which = replay.add_mutually_exclusive_group()
+    which.add_argument("--event-id", type=_positive_int, nargs="+", default=None,
+                       help="dead-lettered event ids to replay")
+    which.add_argument("--all", action="store_true",
+                       help="every dead-lettered event not successfully replayed yet")
+    replay.set_defaults(func=cmd_events_replay)
 
     demo = sub.add_parser("demo", help="run every job once on $DAGSTER_HOME and summarise")
     demo.set_defaults(func=cmd_demo)
