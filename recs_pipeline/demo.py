@@ -23,6 +23,9 @@ class DemoRun:
 # In the order a fresh demo database wants them. Later features append here.
 DEMO_RUNS: list[DemoRun] = [
     DemoRun("retention_purge_job"),
+    # Drain the seeded app_events backlog once (the sensor does this in batches when running).
+    DemoRun("achievements_job", {"ops": {"load_events": {"config": {
+        "all_pending": True, "max_events": 500_000}}}}),
 ]
 
 
