@@ -1,0 +1,710 @@
+"""Blend scoring and top-K selection for tournament and team recommendations.
+
+Signals per (user, candidate), each in [0, 1]:
+
+* affinity: the user's smoothed share of past participations with the candidate's stable
+  attributes (game, region, size class, start slot, skill band), favourite value = 1. A user
+  without history gets the population's shares, so cold start falls back to what is popular;
+* collaborative: cosine of the user's factors and the candidate's fold-in embedding of its
+  registrants / members (`recs_pipeline.compute.collaborative`);
+* co-play: distinct players the user shared a past tournament or team with who are registered /
+  on the team, `1 - exp(-n / 2)`;
+* skill: how central the user's rating is in the tournament's band (or how close to the
+  registrants' / members' average);
+* popularity: fill rate.
+
+The blend is a weighted mean, mapped to (0, 1] as `0.01 + 0.99 * blend`.
+
+Only eligible pairs are scored: users and candidates are grouped by (game, region) so a batch of
+users is multiplied only against the candidates it may see; the remaining per-user rules (skill
+band, already registered / member) are masks. Top K per (group, batch) with `np.argpartition`,
+then the per-user merge across a user's games is another `argpartition` over at most
+(games x K) columns. No per-user Python loop, no per-user SQL.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field
+from datetime import datetime
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+
+from recs_pipeline.compute.candidates import CandidateSet
+from recs_pipeline.compute.collaborative import (
+    CollaborativeModel,
+    CollaborativeParams,
+    fit_collaborative,
+)
+from recs_pipeline.compute.eligibility import skill_in_band
+from recs_pipeline.compute.features import (
+    SIZE_LABELS,
+    SKILL_RANGE,
+    SLOT_LABELS,
+    UserFeatureSet,
+    smoothed_affinity,
+)
+from recs_pipeline.schema import GLOBAL_REGION
+
+MODEL_NAME = "blend-v1"
+REASON_MAX_CHARS = 200
+CONTEXT_STATUSES = ("in_progress", "completed")  # tournaments that count as "played together"
+SIGNALS = ("affinity", "collaborative", "coplay", "skill", "popularity")
+RECOMMENDATION_COLUMNS = ("user_id", "rank", "score", "reason", "model_version", "generated_at")
+
+
+@dataclass
+class BlendWeights:
+    affinity: float
+    collaborative: float
+    coplay: float
+    skill: float
+    popularity: float
+
+    def vector(self) -> np.ndarray:
+        w = np.array([getattr(self, s) for s in SIGNALS], dtype=np.float64)
+        if (w < 0).any() or w.sum() <= 0:
+            raise ValueError(f"blend weights must be >= 0 with a positive sum, got {w}")
+        return (w / w.sum()).astype(np.float32)
+
+
+@dataclass
+class ScoringParams:
+    """Parameters of the blend; `model_version()` hashes them."""
+
+    top_k: int = 10
+    max_batch_cells: int = 2_000_000  # users x candidates per score matrix (memory bound)
+    smoothing: float = 3.0  # pseudo-count of the affinity prior
+    max_context_size: int = 256  # bigger tournaments/teams are not "played together"
+    collaborative: CollaborativeParams = field(
+        default_factory=lambda: CollaborativeParams(factors=32, n_iter=3)
+    )
+    tournament_weights: BlendWeights = field(
+        default_factory=lambda: BlendWeights(0.30, 0.15, 0.20, 0.15, 0.20)
+    )
+    team_weights: BlendWeights = field(
+        default_factory=lambda: BlendWeights(0.15, 0.15, 0.30, 0.25, 0.15)
+    )
+
+    def __post_init__(self) -> None:
+        if self.top_k < 1:
+            raise ValueError(f"top_k must be >= 1, got {self.top_k}")
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def model_version(self) -> str:
+        digest = hashlib.sha1(
+            json.dumps(self.as_dict(), sort_keys=True).encode(), usedforsecurity=False
+        ).hexdigest()[:8]
+        return f"{MODEL_NAME}-{digest}"
+
+
+@dataclass
+class Recommendations:
+    """Both kinds of recommendations plus what the run learned about itself."""
+
+    tournaments: pd.DataFrame  # user_id, tournament_id, rank, score, reason, model_version, ...
+    teams: pd.DataFrame
+    model_version: str
+    timings: dict[str, float]
+    # users with at least one eligible candidate, per kind (the coverage denominator)
+    users_with_candidates: dict[str, int]
+    stats: dict[str, Any]
+
+
+# --- helpers -----------------------------------------------------------------------------------
+
+
+def _positions(vocabulary: np.ndarray, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Positions of ids in a sorted vocabulary and a mask of ids that are present."""
+    ids = np.asarray(ids, dtype=np.int64)
+    if len(vocabulary) == 0:
+        return np.zeros(len(ids), dtype=np.int64), np.zeros(len(ids), dtype=bool)
+    pos = np.searchsorted(vocabulary, ids)
+    pos_c = np.minimum(pos, len(vocabulary) - 1)
+    found = vocabulary[pos_c] == ids
+    return pos_c, found
+
+
+def _binary_matrix(rows: np.ndarray, cols: np.ndarray, shape: tuple[int, int]) -> sp.csr_matrix:
+    m = sp.csr_matrix(
+        (np.ones(len(rows), dtype=np.float32), (rows, cols)), shape=shape, dtype=np.float32
+    )
+    m.sum_duplicates()
+    m.data[:] = 1.0
+    return m
+
+
+def _pair_matrix(
+    frame: pd.DataFrame, row_col: str, col_col: str, row_vocab: np.ndarray, col_vocab: np.ndarray
+) -> sp.csr_matrix:
+    r, rf = _positions(row_vocab, frame[row_col].to_numpy())
+    c, cf = _positions(col_vocab, frame[col_col].to_numpy())
+    keep = rf & cf
+    return _binary_matrix(r[keep], c[keep], (len(row_vocab), len(col_vocab)))
+
+
+def _one_hot(codes: np.ndarray, n_values: int) -> sp.csr_matrix:
+    n = len(codes)
+    return _binary_matrix(np.arange(n), codes.astype(np.int64), (n, n_values))
+
+
+def _batches(n_rows: int, n_cols: int, max_cells: int) -> Iterator[slice]:
+    size = max(64, max_cells // max(n_cols, 1))
+    for start in range(0, n_rows, size):
+        yield slice(start, min(start + size, n_rows))
+
+
+def _unit_rows(x: np.ndarray) -> np.ndarray:
+    norm = np.linalg.norm(x, axis=1, keepdims=True)
+    return np.divide(x, norm, out=np.zeros_like(x), where=norm > 0).astype(np.float32)
+
+
+def coplay_counts(
+    contexts: sp.csr_matrix, attached: sp.csr_matrix, rows: np.ndarray, max_cells: int
+) -> sp.csr_matrix:
+    """Distinct co-players attached to each item, for the given user rows.
+
+    contexts: (n_users, n_contexts) binary, who played in which past tournament / team.
+    attached: (n_users, n_items) binary, registrants / members of the candidate items.
+    Returns (len(rows), n_items) counts of OTHER users who share >= 1 context with the row's
+    user and are attached to the item. Computed in batches of users (the co-player matrix of a
+    batch is sparse and short-lived).
+    """
+    contexts = sp.csr_matrix(contexts, dtype=np.float32)
+    attached = sp.csr_matrix(attached, dtype=np.float32)
+    contexts_t = sp.csr_matrix(contexts.T)
+    has_context = np.asarray(contexts.getnnz(axis=1) > 0)
+    per_row = max(1.0, float(contexts.nnz) / max(contexts.shape[0], 1))
+    avg_size = max(1.0, float(contexts.nnz) / max(contexts.shape[1], 1))
+    width = int(per_row * avg_size) + 1  # rough co-players per user
+    blocks: list[sp.csr_matrix] = []
+    for sl in _batches(len(rows), width, max_cells):
+        batch = rows[sl]
+        coplayers = contexts[batch] @ contexts_t
+        coplayers.data[:] = 1.0
+        counts = coplayers @ attached
+        # The user shares their own contexts with themself: remove that self-path.
+        self_attached = sp.diags(has_context[batch].astype(np.float32)) @ attached[batch]
+        counts = sp.csr_matrix(counts - self_attached)
+        counts.eliminate_zeros()
+        blocks.append(counts)
+    if not blocks:
+        return sp.csr_matrix((0, attached.shape[1]), dtype=np.float32)
+    return sp.csr_matrix(sp.vstack(blocks, format="csr"))
+
+
+# --- scoring core ------------------------------------------------------------------------------
+
+
+@dataclass
+class _KindInputs:
+    """Everything one kind (tournaments or teams) needs inside the group loop."""
+
+    kind: str
+    items: pd.DataFrame
+    attached: sp.csr_matrix  # (n_users_vocab, n_items) registrants / members
+    item_emb: np.ndarray  # (n_items, d) unit rows
+    coplay: sp.csr_matrix  # (n_scored, n_items)
+    affinity_terms: list[tuple[np.ndarray, np.ndarray]]  # (scored x values, item codes)
+    weights: np.ndarray
+    allow_global: bool
+    played_game: np.ndarray  # (n_scored, n_games) bool: the user has history in that game
+    item_game_code: np.ndarray  # (n_items,) code of each candidate's game
+
+
+@dataclass
+class _Picked:
+    user_pos: list[np.ndarray] = field(default_factory=list)
+    item_idx: list[np.ndarray] = field(default_factory=list)
+    blend: list[np.ndarray] = field(default_factory=list)
+    signals: list[np.ndarray] = field(default_factory=list)  # (n, 5) weighted contributions
+    coplay: list[np.ndarray] = field(default_factory=list)
+    skill: list[np.ndarray] = field(default_factory=list)
+    played: list[np.ndarray] = field(default_factory=list)
+    users_with_candidates: list[np.ndarray] = field(default_factory=list)
+
+
+def _skill_signal(
+    kind: str, skill: np.ndarray, items: pd.DataFrame, cols: np.ndarray
+) -> np.ndarray:
+    avg = items["avg_skill"].to_numpy(dtype=np.float64)[cols]
+    s = skill[:, None].astype(np.float64)
+    # Closeness to the people already there: 1 at equal rating, ~0.37 at 500 apart.
+    near_avg = np.where(np.isnan(avg)[None, :], 0.5, np.exp(-np.abs(s - avg[None, :]) / 500.0))
+    if kind == "teams":
+        return near_avg.astype(np.float32)
+    low = items["skill_min"].to_numpy(dtype=np.float64)[cols]
+    high = items["skill_max"].to_numpy(dtype=np.float64)[cols]
+    banded = ~(np.isnan(low) & np.isnan(high))
+    lo = np.where(np.isnan(low), SKILL_RANGE[0], low)
+    hi = np.where(np.isnan(high), SKILL_RANGE[1], high)
+    half = np.maximum((hi - lo) / 2.0, 1.0)
+    centre = (lo + hi) / 2.0
+    in_band = np.clip(1.0 - np.abs(s - centre[None, :]) / half[None, :], 0.0, 1.0)
+    return np.where(banded[None, :], 0.5 + 0.5 * in_band, near_avg).astype(np.float32)
+
+
+def _score_kind(
+    inp: _KindInputs,
+    *,
+    scored_rows: np.ndarray,
+    user_regions: np.ndarray,
+    profile_pos: np.ndarray,
+    profile_game: np.ndarray,
+    profile_skill: np.ndarray,
+    user_factors: np.ndarray,
+    params: ScoringParams,
+) -> _Picked:
+    picked = _Picked()
+    items = inp.items
+    if items.empty or len(profile_pos) == 0:
+        return picked
+    k = params.top_k
+    item_game = items["game_id"].to_numpy(dtype=np.int64)
+    item_region = items["region"].astype(str).to_numpy(dtype=object)
+    fill = items["fill_rate"].to_numpy(dtype=np.float32)
+    low = (items["skill_min"].to_numpy(dtype=np.float64) if "skill_min" in items
+           else np.full(len(items), np.nan))
+    high = (items["skill_max"].to_numpy(dtype=np.float64) if "skill_max" in items
+            else np.full(len(items), np.nan))
+    attached_csc = inp.attached.tocsc()
+    groups = pd.DataFrame(
+        {"pos": profile_pos, "game": profile_game, "region": user_regions[profile_pos]}
+    ).groupby(["game", "region"], sort=True).indices
+    for (game, region), prof_idx in groups.items():
+        same_game = item_game == game
+        same_region = item_region == region
+        if inp.allow_global:
+            same_region = same_region | (item_region == GLOBAL_REGION)
+        cols = np.flatnonzero(same_game & same_region)
+        if len(cols) == 0:
+            continue
+        pos_all = profile_pos[prof_idx]
+        skill_all = profile_skill[prof_idx]
+        attached_cols = sp.csr_matrix(attached_csc[:, cols])
+        coplay_cols = sp.csr_matrix(inp.coplay[:, cols]) if inp.coplay.shape[0] else None
+        emb = inp.item_emb[cols]
+        for sl in _batches(len(pos_all), len(cols), params.max_batch_cells):
+            pos = pos_all[sl]
+            skill = skill_all[sl].astype(np.float64)
+            rows = scored_rows[pos]
+            mask = skill_in_band(skill, low[cols], high[cols])
+            mask &= attached_cols[rows].toarray() == 0
+            eligible_any = mask.any(axis=1)
+            picked.users_with_candidates.append(pos[eligible_any])
+            if not eligible_any.any():
+                continue
+            n_b, n_c = mask.shape
+            sig = np.empty((5, n_b, n_c), dtype=np.float32)
+            aff = np.zeros((n_b, n_c), dtype=np.float32)
+            for matrix, codes in inp.affinity_terms:
+                aff += matrix[pos][:, codes[cols]]
+            sig[0] = aff / max(len(inp.affinity_terms), 1)
+            if emb.shape[1]:
+                sig[1] = np.clip(user_factors[rows] @ emb.T, 0.0, 1.0)
+            else:
+                sig[1] = 0.0
+            n_coplay = (coplay_cols[pos].toarray() if coplay_cols is not None
+                        else np.zeros((n_b, n_c), dtype=np.float32))
+            sig[2] = 1.0 - np.exp(-n_coplay / 2.0)
+            sig[3] = _skill_signal(inp.kind, skill, items, cols)
+            sig[4] = fill[cols][None, :]
+            sig *= inp.weights[:, None, None]
+            blend = sig.sum(axis=0)
+            blend[~mask] = -np.inf
+            kk = min(k, n_c)
+            top = (np.argpartition(-blend, kk - 1, axis=1)[:, :kk] if n_c > kk
+                   else np.broadcast_to(np.arange(n_c), (n_b, n_c)))
+            top_blend = np.take_along_axis(blend, top, axis=1)
+            ok = np.isfinite(top_blend)
+            r_idx, c_idx = np.nonzero(ok)
+            chosen = top[r_idx, c_idx]
+            picked.user_pos.append(pos[r_idx])
+            picked.item_idx.append(cols[chosen])
+            picked.blend.append(top_blend[r_idx, c_idx])
+            picked.signals.append(sig[:, r_idx, chosen].T)
+            picked.coplay.append(n_coplay[r_idx, chosen])
+            picked.skill.append(skill[r_idx])
+            picked.played.append(inp.played_game[pos[r_idx], inp.item_game_code[cols[chosen]]])
+    return picked
+
+
+def top_k_per_user(
+    user_pos: np.ndarray, scores: np.ndarray, k: int, chunk_users: int = 200_000
+) -> tuple[np.ndarray, np.ndarray]:
+    """Pick each user's k best rows among pre-selected candidate rows.
+
+    Returns (row indices ordered by user then rank, ranks 1..n). Rows are laid out as a padded
+    (users x max rows per user) matrix, `np.argpartition` selects k, and only those k are
+    ordered.
+    """
+    if len(user_pos) == 0:
+        return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
+    order = np.argsort(user_pos, kind="stable")
+    users_sorted = user_pos[order]
+    _, starts, counts = np.unique(users_sorted, return_index=True, return_counts=True)
+    out_idx: list[np.ndarray] = []
+    out_rank: list[np.ndarray] = []
+    for c0 in range(0, len(starts), chunk_users):
+        st = starts[c0:c0 + chunk_users]
+        ct = counts[c0:c0 + chunk_users]
+        width = int(ct.max())
+        n_u = len(st)
+        row = np.repeat(np.arange(n_u), ct)
+        flat = np.arange(st[0], st[-1] + ct[-1])
+        slot = flat - np.repeat(st, ct)
+        grid = np.full((n_u, width), -np.inf)
+        idx = np.full((n_u, width), -1, dtype=np.int64)
+        grid[row, slot] = scores[order[flat]]
+        idx[row, slot] = order[flat]
+        kk = min(k, width)
+        if width > kk:
+            part = np.argpartition(-grid, kk - 1, axis=1)[:, :kk]
+            grid = np.take_along_axis(grid, part, axis=1)
+            idx = np.take_along_axis(idx, part, axis=1)
+        within = np.argsort(-grid, axis=1, kind="stable")
+        grid = np.take_along_axis(grid, within, axis=1)
+        idx = np.take_along_axis(idx, within, axis=1)
+        valid = (idx >= 0) & np.isfinite(grid)
+        ranks = np.cumsum(valid, axis=1)
+        out_idx.append(idx[valid])
+        out_rank.append(ranks[valid])
+    return np.concatenate(out_idx), np.concatenate(out_rank)
+
+
+# --- reasons -----------------------------------------------------------------------------------
+
+
+def _thousands(values: np.ndarray) -> pd.Series:
+    """Integers as text with a thousands separator (1840 -> "1,840"), vectorised."""
+    v = np.asarray(values, dtype=np.int64)
+    plain = pd.Series(v).astype(str)
+    head = pd.Series(v // 1000).astype(str)
+    tail = pd.Series(v % 1000).astype(str).str.zfill(3)
+    return plain.where(v < 1000, head + "," + tail)
+
+
+def _plural(n: np.ndarray, one: str, many: str) -> np.ndarray:
+    return np.where(np.asarray(n) == 1, one, many)
+
+
+def _region_label(regions: pd.Series) -> pd.Series:
+    text = regions.astype(str)
+    return text.where(text == GLOBAL_REGION, text.str.upper()).str.replace(
+        GLOBAL_REGION, "Global", regex=False
+    )
+
+
+def build_reasons(kind: str, rows: pd.DataFrame) -> pd.Series:
+    """A short sentence per recommendation, from the dominant signal (vectorised).
+
+    rows: reason_kind ("coplay", "skill", "affinity", "collaborative", "popularity"),
+    coplay_count, user_skill, game_name, region, open_slots, fill (registered / members),
+    capacity, size_class, start_slot.
+    """
+    n = len(rows)
+    out = pd.Series([""] * n, index=rows.index, dtype=object)
+    if n == 0:
+        return out.astype(str)
+    game = rows["game_name"].astype(str)
+    region = _region_label(rows["region"])
+    open_slots = rows["open_slots"].to_numpy(dtype=np.int64)
+    fill = rows["fill"].to_numpy(dtype=np.int64).astype(str)
+    capacity = rows["capacity"].to_numpy(dtype=np.int64).astype(str)
+    coplay = rows["coplay_count"].to_numpy(dtype=np.int64)
+    rk = rows["reason_kind"].to_numpy()
+    spots = pd.Series(open_slots.astype(str), index=rows.index) + pd.Series(
+        _plural(open_slots, " open spot", " open spots"), index=rows.index
+    )
+    players = pd.Series(coplay.astype(str), index=rows.index) + pd.Series(
+        _plural(coplay, " player you've played with ", " players you've played with "),
+        index=rows.index,
+    )
+    rating = pd.Series(_thousands(rows["user_skill"].to_numpy()).to_numpy(), index=rows.index)
+    if kind == "tournaments":
+        size = pd.Series(np.asarray(SIZE_LABELS, dtype=object)[rows["size_class"].to_numpy()],
+                         index=rows.index)
+        slot = pd.Series(np.asarray(SLOT_LABELS, dtype=object)[rows["start_slot"].to_numpy()],
+                         index=rows.index)
+        texts = {
+            "coplay": players + pd.Series(_plural(coplay, "is registered", "are registered"),
+                                          index=rows.index),
+            "skill": region + " " + game + " tournament for your rating (" + rating + "), "
+            + spots,
+            "affinity": "Like the " + game + " tournaments you play: " + size + ", "
+            + slot,
+            "collaborative": "Players like you signed up for this " + game
+            + " tournament, " + fill + "/" + capacity + " registered",
+            "popularity": "Popular " + region + " " + game + " tournament, " + fill + "/"
+            + capacity + " registered",
+        }
+    else:
+        texts = {
+            "coplay": players + pd.Series(_plural(coplay, "is on this team",
+                                                  "are on this team"), index=rows.index),
+            "skill": region + " " + game + " team near your rating (" + rating + "), " + spots,
+            "affinity": region + " " + game + " team for a game you play a lot, " + spots,
+            "collaborative": "Players like you are on this " + region + " " + game
+            + " team, " + spots,
+            "popularity": "Active " + region + " " + game + " team, " + fill + "/" + capacity
+            + " members, " + spots,
+        }
+    for name, text in texts.items():
+        hit = rk == name
+        if hit.any():
+            out[hit] = text[hit]
+    return out.astype(str).str.slice(0, REASON_MAX_CHARS)
+
+
+def _reason_kind(
+    signals: np.ndarray, coplay: np.ndarray, has_history: np.ndarray, played_game: np.ndarray
+) -> np.ndarray:
+    """Co-play when there is any; otherwise the largest weighted contribution among the rest.
+
+    Affinity is only a reason when the user has history in that game, "players like you" only
+    when the user has any history: a cold-start user sees skill / popularity reasons.
+    """
+    names = np.asarray(SIGNALS, dtype=object)
+    contrib = signals.copy()
+    contrib[:, 2] = -1.0  # co-play handled explicitly below
+    contrib[~played_game, 0] = -1.0
+    contrib[~has_history, 1] = -1.0
+    kind = names[np.argmax(contrib, axis=1)]
+    return np.where(coplay >= 1, "coplay", kind)
+
+
+# --- the entry point ---------------------------------------------------------------------------
+
+
+def recommend(
+    users: UserFeatureSet,
+    tournaments: CandidateSet,
+    teams: CandidateSet,
+    params: ScoringParams,
+    now: datetime,
+) -> Recommendations:
+    """Score every (user, eligible candidate) pair and keep the top K per user and kind."""
+    timings: dict[str, float] = {}
+    t0 = time.perf_counter()
+    features = users.features.sort_values("user_id").reset_index(drop=True)
+    scored_ids = features["user_id"].to_numpy(dtype=np.int64)
+    t_items = tournaments.items
+    m_items = teams.items
+    user_vocab = np.unique(np.concatenate([
+        scored_ids,
+        users.tournament_history["user_id"].to_numpy(dtype=np.int64),
+        users.team_history["user_id"].to_numpy(dtype=np.int64),
+        tournaments.members["user_id"].to_numpy(dtype=np.int64),
+        teams.members["user_id"].to_numpy(dtype=np.int64),
+    ]))
+    scored_rows, _ = _positions(user_vocab, scored_ids)
+
+    # Vocabularies of every tournament / team (history and candidates), with attributes.
+    t_attr_cols = ["tournament_id", "game_id", "region", "status", "size_class", "start_slot",
+                   "band_class"]
+    t_attr = pd.concat(
+        [t_items[t_attr_cols], users.tournaments[t_attr_cols]], ignore_index=True
+    ).drop_duplicates("tournament_id").sort_values("tournament_id")
+    m_attr = pd.concat(
+        [m_items[["team_id", "game_id", "region"]], users.teams[["team_id", "game_id", "region"]]],
+        ignore_index=True,
+    ).drop_duplicates("team_id").sort_values("team_id")
+    t_vocab = t_attr["tournament_id"].to_numpy(dtype=np.int64)
+    m_vocab = m_attr["team_id"].to_numpy(dtype=np.int64)
+
+    x_t = _pair_matrix(users.tournament_history, "user_id", "tournament_id", user_vocab, t_vocab)
+    x_m = _pair_matrix(users.team_history, "user_id", "team_id", user_vocab, m_vocab)
+    t_cols, _ = _positions(t_vocab, t_items["tournament_id"].to_numpy())
+    m_cols, _ = _positions(m_vocab, m_items["team_id"].to_numpy())
+    r_t = _pair_matrix(
+        tournaments.members, "user_id", "item_id", user_vocab,
+        t_items["tournament_id"].to_numpy(dtype=np.int64),
+    )
+    r_m = _pair_matrix(
+        teams.members, "user_id", "item_id", user_vocab, m_items["team_id"].to_numpy(dtype=np.int64)
+    )
+
+    # Affinity counts: history x one-hot attribute codes, for the scored users only.
+    games = np.unique(np.concatenate([t_attr["game_id"].to_numpy(dtype=np.int64),
+                                      m_attr["game_id"].to_numpy(dtype=np.int64)]))
+    t_game_code, _ = _positions(games, t_attr["game_id"].to_numpy())
+    m_game_code, _ = _positions(games, m_attr["game_id"].to_numpy())
+    region_codes, region_values = pd.factorize(t_attr["region"].astype(str), sort=True)
+    t_families = {
+        "game": (t_game_code, len(games)),
+        "region": (region_codes, len(region_values)),
+        "size": (t_attr["size_class"].to_numpy(dtype=np.int64), len(SIZE_LABELS)),
+        "slot": (t_attr["start_slot"].to_numpy(dtype=np.int64), len(SLOT_LABELS)),
+        "band": (t_attr["band_class"].to_numpy(dtype=np.int64), 5),
+    }
+    x_t_scored = x_t[scored_rows]
+    x_m_scored = x_m[scored_rows]
+    t_affinity: list[tuple[np.ndarray, np.ndarray]] = []
+    for codes, n_values in t_families.values():
+        onehot = _one_hot(codes, n_values)
+        prior_counts = np.asarray((x_t @ onehot).sum(axis=0)).ravel()
+        prior = prior_counts / prior_counts.sum() if prior_counts.sum() > 0 else None
+        matrix = smoothed_affinity(x_t_scored @ onehot, smoothing=params.smoothing, prior=prior)
+        t_affinity.append((matrix, codes[t_cols] if len(t_cols) else codes[:0]))
+    game_counts_all = x_t @ _one_hot(t_game_code, len(games)) + x_m @ _one_hot(
+        m_game_code, len(games)
+    )
+    game_prior = np.asarray(game_counts_all.sum(axis=0)).ravel()
+    game_aff = smoothed_affinity(
+        x_t_scored @ _one_hot(t_game_code, len(games))
+        + x_m_scored @ _one_hot(m_game_code, len(games)),
+        smoothing=params.smoothing,
+        prior=game_prior / game_prior.sum() if game_prior.sum() > 0 else None,
+    )
+    m_affinity = [(game_aff, m_game_code[m_cols] if len(m_cols) else m_game_code[:0])]
+    played_t = (x_t_scored @ _one_hot(t_game_code, len(games))).toarray() > 0
+    played_any = played_t | ((x_m_scored @ _one_hot(m_game_code, len(games))).toarray() > 0)
+    t_item_game = t_game_code[t_cols] if len(t_cols) else t_game_code[:0]
+    m_item_game = m_game_code[m_cols] if len(m_cols) else m_game_code[:0]
+    has_history = (x_t_scored.getnnz(axis=1) + x_m_scored.getnnz(axis=1)) > 0
+    timings["features"] = time.perf_counter() - t0
+
+    # Collaborative model on all interactions; candidates embedded from their members.
+    t0 = time.perf_counter()
+    model: CollaborativeModel = fit_collaborative(sp.hstack([x_t, x_m], format="csr"),
+                                                  params.collaborative)
+    user_factors = _unit_rows(model.user_factors)
+    t_emb = _unit_rows(model.embed_items(sp.csr_matrix(r_t.T)))
+    m_emb = _unit_rows(model.embed_items(sp.csr_matrix(r_m.T)))
+    timings["collaborative"] = time.perf_counter() - t0
+
+    # Co-play: contexts are finished/running tournaments and teams of a human size.
+    t0 = time.perf_counter()
+    t_status_ok = t_attr["status"].isin(CONTEXT_STATUSES).to_numpy()
+    t_small = np.asarray(x_t.getnnz(axis=0)) <= params.max_context_size
+    m_small = np.asarray(x_m.getnnz(axis=0)) <= params.max_context_size
+    contexts = sp.hstack(
+        [x_t[:, np.flatnonzero(t_status_ok & t_small)], x_m[:, np.flatnonzero(m_small)]],
+        format="csr",
+    )
+    attached = sp.hstack([r_t, r_m], format="csr")
+    coplay = coplay_counts(contexts, attached, scored_rows, params.max_batch_cells)
+    coplay = sp.csc_matrix(coplay)
+    t_coplay = sp.csr_matrix(coplay[:, : len(t_items)])
+    m_coplay = sp.csr_matrix(coplay[:, len(t_items):])
+    timings["coplay"] = time.perf_counter() - t0
+
+    # Score each kind by (game, region) group.
+    t0 = time.perf_counter()
+    prof = users.profiles
+    p_pos, p_found = _positions(scored_ids, prof["user_id"].to_numpy())
+    prof_pos = p_pos[p_found]
+    prof_game = prof["game_id"].to_numpy(dtype=np.int64)[p_found]
+    prof_skill = prof["skill_rating"].to_numpy(dtype=np.float64)[p_found]
+    user_regions = features["region"].astype(str).to_numpy(dtype=object)
+    version = params.model_version()
+    outputs: dict[str, pd.DataFrame] = {}
+    covered: dict[str, int] = {}
+    for kind, items, attached_k, emb, cop, aff, weights, allow_global, played, item_game in (
+        ("tournaments", t_items, r_t, t_emb, t_coplay, t_affinity,
+         params.tournament_weights.vector(), True, played_t, t_item_game),
+        ("teams", m_items, r_m, m_emb, m_coplay, m_affinity, params.team_weights.vector(), False,
+         played_any, m_item_game),
+    ):
+        inp = _KindInputs(kind, items, attached_k, emb, cop, aff, weights, allow_global,
+                          played, item_game)
+        picked = _score_kind(
+            inp, scored_rows=scored_rows, user_regions=user_regions, profile_pos=prof_pos,
+            profile_game=prof_game, profile_skill=prof_skill, user_factors=user_factors,
+            params=params,
+        )
+        covered[kind] = (
+            len(np.unique(np.concatenate(picked.users_with_candidates)))
+            if picked.users_with_candidates else 0
+        )
+        outputs[kind] = _assemble(kind, picked, items, scored_ids, has_history, params, version,
+                                  now)
+    timings["score"] = time.perf_counter() - t0
+    return Recommendations(
+        tournaments=outputs["tournaments"],
+        teams=outputs["teams"],
+        model_version=version,
+        timings=timings,
+        users_with_candidates=covered,
+        stats={
+            "users_scored": len(scored_ids),
+            "users_with_history": int(has_history.sum()),
+            "collaborative_factors": model.n_factors,
+            "coplay_contexts": int(contexts.shape[1]),
+            "tournament_candidates": len(t_items),
+            "team_candidates": len(m_items),
+        },
+    )
+
+
+def _assemble(
+    kind: str,
+    picked: _Picked,
+    items: pd.DataFrame,
+    scored_ids: np.ndarray,
+    has_history: np.ndarray,
+    params: ScoringParams,
+    version: str,
+    now: datetime,
+) -> pd.DataFrame:
+    item_column = "tournament_id" if kind == "tournaments" else "team_id"
+    columns = ["user_id", item_column, "rank", "score", "reason", "model_version", "generated_at"]
+    if not picked.user_pos:
+        return empty_recommendations(item_column)
+    user_pos = np.concatenate(picked.user_pos)
+    item_idx = np.concatenate(picked.item_idx)
+    blend = np.concatenate(picked.blend)
+    signals = np.concatenate(picked.signals)
+    coplay = np.concatenate(picked.coplay)
+    skill = np.concatenate(picked.skill)
+    played = np.concatenate(picked.played)
+    keep, ranks = top_k_per_user(user_pos, blend, params.top_k)
+    user_pos, item_idx, blend = user_pos[keep], item_idx[keep], blend[keep]
+    chosen_items = items.iloc[item_idx].reset_index(drop=True)
+    is_tournament = kind == "tournaments"
+    reason_rows = pd.DataFrame({
+        "reason_kind": _reason_kind(signals[keep], coplay[keep], has_history[user_pos],
+                                    played[keep]),
+        "coplay_count": coplay[keep].astype(np.int64),
+        "user_skill": skill[keep].astype(np.int64),
+        "game_name": chosen_items["game_name"].fillna("").astype(str).where(
+            chosen_items["game_name"].fillna("").astype(str) != "",
+            "game " + chosen_items["game_id"].astype(str),
+        ),
+        "region": chosen_items["region"].astype(str),
+        "open_slots": chosen_items["open_slots"],
+        "fill": chosen_items["registered" if is_tournament else "members"],
+        "capacity": chosen_items["max_participants" if is_tournament else "max_members"],
+        "size_class": chosen_items["size_class"] if is_tournament else 0,
+        "start_slot": chosen_items["start_slot"] if is_tournament else 0,
+    })
+    out = pd.DataFrame({
+        "user_id": scored_ids[user_pos],
+        item_column: chosen_items[item_column].to_numpy(dtype=np.int64),
+        "rank": ranks.astype(np.int64),
+        "score": 0.01 + 0.99 * np.clip(blend.astype(np.float64), 0.0, 1.0),
+        "reason": build_reasons(kind, reason_rows).to_numpy(),
+        "model_version": version,
+        "generated_at": pd.Timestamp(now).as_unit("us"),
+    })
+    return out[columns]
+
+
+def empty_recommendations(item_column: str) -> pd.DataFrame:
+    return pd.DataFrame({
+        "user_id": pd.Series(dtype=np.int64),
+        item_column: pd.Series(dtype=np.int64),
+        "rank": pd.Series(dtype=np.int64),
+        "score": pd.Series(dtype=np.float64),
+        "reason": pd.Series(dtype=str),
+        "model_version": pd.Series(dtype=str),
+        "generated_at": pd.Series(dtype="datetime64[us]"),
+    })
