@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import csv
 import io
-from collections.abc import Iterable, Sequence
+import queue
+import threading
+from collections.abc import Iterable, Iterator, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -179,19 +181,88 @@ def _csv_buffer(frame: pd.DataFrame) -> io.StringIO:
     return buffer
 
 
+_COPY_CHUNK_ROWS = 100_000
+
+
+def _csv_chunks(frame: pd.DataFrame) -> Iterator[str]:
+    for lo in range(0, len(frame), _COPY_CHUNK_ROWS):
+        yield _csv_buffer(frame.iloc[lo: lo + _COPY_CHUNK_ROWS]).getvalue()
+
+
+def _prefetched(chunks: Iterator[str], depth: int = 2) -> Iterator[str]:
+    """Produce the next CSV chunks in a background thread while the caller streams the current
+    one to the server: CSV formatting (client CPU) overlaps COPY ingest (server CPU)."""
+    done = object()
+    q: queue.Queue[object] = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+
+    def produce() -> None:
+        try:
+            for chunk in chunks:
+                if stop.is_set():
+                    return
+                q.put(chunk)
+            q.put(done)
+        except BaseException as exc:  # re-raised in the consumer
+            q.put(exc)
+
+    worker = threading.Thread(target=produce, name="copy-csv", daemon=True)
+    worker.start()
+    try:
+        while True:
+            item = q.get()
+            if item is done:
+                return
+            if isinstance(item, BaseException):
+                raise item
+            yield item  # type: ignore[misc]
+    finally:
+        stop.set()
+        while worker.is_alive():  # unblock a producer waiting on a full queue
+            try:
+                q.get_nowait()
+            except queue.Empty:
+                worker.join(0.05)
+
+
+class _ChunkReader:
+    """A file-like `read(size)` over an iterator of strings (psycopg2's copy_expert)."""
+
+    def __init__(self, chunks: Iterator[str]) -> None:
+        self._chunks = chunks
+        self._buffer = ""
+
+    def read(self, size: int = -1) -> str:
+        while size < 0 or len(self._buffer) < size:
+            nxt = next(self._chunks, None)
+            if nxt is None:
+                break
+            self._buffer += nxt
+        if size < 0:
+            out, self._buffer = self._buffer, ""
+        else:
+            out, self._buffer = self._buffer[:size], self._buffer[size:]
+        return out
+
+
+
 def copy_into(conn: Connection, table_name: str, frame: pd.DataFrame) -> None:
-    """PostgreSQL COPY FROM STDIN of a DataFrame, with either psycopg2 or psycopg 3."""
+    """PostgreSQL COPY FROM STDIN of a DataFrame, with either psycopg2 or psycopg 3.
+
+    Large frames are formatted in chunks by a background thread while earlier chunks stream.
+    """
     columns = ", ".join(f'"{c}"' for c in frame.columns)
     sql = f'COPY "{table_name}" ({columns}) FROM STDIN WITH (FORMAT csv, NULL \'\\N\')'
-    buffer = _csv_buffer(frame)
+    chunks = _prefetched(_csv_chunks(frame)) if len(frame) > _COPY_CHUNK_ROWS else _csv_chunks(
+        frame)
     raw = conn.connection.driver_connection
     cursor = raw.cursor()
     try:
         if hasattr(cursor, "copy_expert"):  # psycopg2
-            cursor.copy_expert(sql, buffer)
+            cursor.copy_expert(sql, _ChunkReader(chunks), size=1 << 20)
         else:  # psycopg 3
             with cursor.copy(sql) as copy:
-                while chunk := buffer.read(1 << 20):
+                for chunk in chunks:
                     copy.write(chunk)
     finally:
         cursor.close()

@@ -100,8 +100,8 @@ class SeedConfig:
     history_days: int = 365
     future_days: int = 30
     activities_per_user: float = 7.0
-    solo_registrations_per_user: float = 3.2
-    group_events_per_group: float = 2.5
+    solo_registrations_per_user: float = 4.0
+    group_events_per_group: float = 3.0
 
     def __post_init__(self) -> None:
         if not isinstance(self.users, int) or isinstance(self.users, bool) or self.users <= 0:
@@ -518,6 +518,7 @@ class Tournaments:
     max_participants: np.ndarray
     skill_min: np.ndarray  # -1 = open
     skill_max: np.ndarray  # 10**9 = open
+    band: np.ndarray  # index into SKILL_BANDS (0 = open)
     status: np.ndarray  # index into schema.TOURNAMENT_STATUSES
     created: np.ndarray
     closes: np.ndarray
@@ -617,32 +618,54 @@ def _tournaments(config: SeedConfig, now: int) -> Tournaments:
         "created_at": _ts(created),
     })
     return Tournaments(frame=frame, game=game, region=region, size_class=size_class, slot=slot,
-                       max_participants=max_p, skill_min=lo_v, skill_max=hi_v, status=status,
-                       created=created, closes=closes, starts=starts, completed=completed)
+                       max_participants=max_p, skill_min=lo_v, skill_max=hi_v, band=band,
+                       status=status, created=created, closes=closes, starts=starts,
+                       completed=completed)
 
 
 def _pick_tournaments(
     rng: np.random.Generator, tour: Tournaments, weight: np.ndarray, game: np.ndarray,
-    region: np.ndarray, size: np.ndarray, slot: np.ndarray,
+    region: np.ndarray, size: np.ndarray, slot: np.ndarray, band: np.ndarray,
 ) -> np.ndarray:
-    """Pick a tournament per request, relaxing slot, then size, then region (-> global)."""
+    """Pick a tournament per request: the exact taste bucket first, then relax the slot, the
+    size, the region (to `global`) and finally the skill band (to an open one); -1 if none."""
     result = np.full(len(game), -1, dtype=np.int64)
-    levels = (
-        (lambda g, r, c, s: ((g * 10 + r) * 10 + c) * 10 + s, True),
-        (lambda g, r, c, s: ((g * 10 + r) * 10 + c) * 10 + 9, True),
-        (lambda g, r, c, s: ((g * 10 + r) * 10 + 9) * 10 + 9, True),
-        (lambda g, r, c, s: ((g * 10 + r) * 10 + c) * 10 + 9, False),
-        (lambda g, r, c, s: ((g * 10 + r) * 10 + 9) * 10 + 9, False),
-    )
-    for make_key, own_region in levels:
+    # (own region?, keep size?, keep slot?, keep band? (else: open band))
+    levels = ((True, True, True, True), (True, True, False, True), (True, False, False, True),
+              (False, True, False, True), (False, False, False, True),
+              (True, False, False, False), (False, False, False, False))
+
+    def key(g: np.ndarray, r: np.ndarray, c: np.ndarray, s: np.ndarray, b: np.ndarray,
+            level: tuple[bool, bool, bool, bool]) -> np.ndarray:
+        _, keep_c, keep_s, _ = level
+        c = c if keep_c else np.full(len(g), 9)
+        s = s if keep_s else np.full(len(g), 9)
+        return (((g * 10 + r) * 10 + c) * 10 + s) * 10 + b
+
+    for level in levels:
         todo = np.flatnonzero(result < 0)
         if len(todo) == 0:
             break
-        req_region = region[todo] if own_region else np.full(len(todo), GLOBAL)
-        item_keys = make_key(tour.game, tour.region, tour.size_class, tour.slot)
-        query = make_key(game[todo], req_region, size[todo], slot[todo])
-        result[todo] = _weighted_pick(item_keys, weight, query, rng)
+        own, _, _, keep_band = level
+        req_region = region[todo] if own else np.full(len(todo), GLOBAL)
+        req_band = band[todo] if keep_band else np.zeros(len(todo), dtype=np.int64)
+        items = key(tour.game, tour.region, tour.size_class, tour.slot, tour.band, level)
+        query = key(game[todo], req_region, size[todo], slot[todo], req_band, level)
+        result[todo] = _weighted_pick(items, weight, query, rng)
     return result
+
+
+def _request_band(rng: np.random.Generator, skill: np.ndarray) -> np.ndarray:
+    """The skill band a request looks for: open half the time, else one the skill fits in
+    (nominal bounds shrunk by the largest jitter, so the real band admits the user too)."""
+    lo = np.asarray([-10**9 if b[0] is None else b[0] + 100 for b in SKILL_BANDS])
+    hi = np.asarray([10**9 if b[1] is None else b[1] - 100 for b in SKILL_BANDS])
+    fits = (skill[:, None] >= lo[None, :]) & (skill[:, None] <= hi[None, :])
+    fits[:, 0] = False
+    keys = np.where(fits, rng.random((len(skill), len(SKILL_BANDS))), -1.0)
+    banded = keys.argmax(axis=1)
+    use_band = (rng.random(len(skill)) >= 0.5) & fits.any(axis=1)
+    return np.where(use_band, banded, 0)
 
 
 def _participants(
@@ -677,7 +700,9 @@ def _participants(
                         rng.integers(0, 3, m))
     req_slot = np.where(rng.random(m) < P_FOLLOW_SLOT, pop.slot_pref[req_user],
                         rng.integers(0, 4, m))
-    picked = _pick_tournaments(rng, tour, weight, req_game, req_region, req_size, req_slot)
+    req_band = _request_band(rng, pop.skill[req_user, req_game])
+    picked = _pick_tournaments(rng, tour, weight, req_game, req_region, req_size, req_slot,
+                               req_band)
 
     solo_t = picked[: len(s_user)]
     ev_t = picked[len(s_user):]
@@ -933,7 +958,7 @@ def seed_database(
     anchor = config.anchor
     now = int((anchor - datetime(1970, 1, 1)).total_seconds())
     summary = SeedSummary(users=config.users, seed=config.seed, now=anchor)
-    chunk = 250_000 if engine.dialect.name == "postgresql" else 100_000
+    chunk = 1_000_000 if engine.dialect.name == "postgresql" else 100_000
 
     with _progress_bars(progress) as add_bar, engine.begin() as conn:
         if replace:
