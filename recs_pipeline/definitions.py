@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dagster as dg
 
+from recs_pipeline.assets.recommendations import RECOMMENDATION_ASSETS
 from recs_pipeline.assets.sources import APP_TABLE_SPECS
 from recs_pipeline.jobs import ALL_JOBS
 from recs_pipeline.resources import AppDatabase
@@ -11,7 +12,7 @@ from recs_pipeline.schedules import ALL_SCHEDULES
 from recs_pipeline.sensors import ALL_SENSORS
 
 defs = dg.Definitions(
-    assets=[*APP_TABLE_SPECS],
+    assets=[*APP_TABLE_SPECS, *RECOMMENDATION_ASSETS],
     jobs=ALL_JOBS,
     schedules=ALL_SCHEDULES,
     sensors=ALL_SENSORS,

@@ -26,6 +26,9 @@ DEMO_RUNS: list[DemoRun] = [
     # Drain the seeded app_events backlog once (the sensor does this in batches when running).
     DemoRun("achievements_job", {"ops": {"load_events": {"config": {
         "all_pending": True, "max_events": 500_000}}}}),
+    DemoRun("nightly_recommendations_job"),
+    DemoRun("refresh_user_recommendations_job",
+            {"ops": {"refresh_user_recommendations": {"config": {"user_id": 1}}}}),
 ]
 
 

@@ -58,7 +58,26 @@ def build_weekly_retention_purge_schedule() -> dg.ScheduleDefinition:
     )
 
 
+NIGHTLY_RECOMMENDATIONS_CRON = "0 2 * * *"  # daily 02:00, as the Celery beat entry was
+
+
+def build_nightly_recommendations_schedule() -> dg.ScheduleDefinition:
+    """The nightly refresh in `schedule_timezone()` (a function so tests can rebuild it)."""
+    from recs_pipeline.jobs import nightly_recommendations_job
+
+    return dg.ScheduleDefinition(
+        name="nightly_recommendations_schedule",
+        job=nightly_recommendations_job,
+        cron_schedule=NIGHTLY_RECOMMENDATIONS_CRON,
+        execution_timezone=schedule_timezone(),
+        default_status=dg.DefaultScheduleStatus.RUNNING,
+        description="Daily 02:00: refresh every active user's tournament and team "
+        "recommendations.",
+    )
+
+
 ALL_SCHEDULES: list[dg.ScheduleDefinition] = [
     _housekeeping_schedule(),
     build_weekly_retention_purge_schedule(),
+    build_nightly_recommendations_schedule(),
 ]

@@ -15,11 +15,18 @@ EXPECTED_APP_TABLES = {
     "tournament_participants", "teams", "team_members", "activities", "achievements",
     "user_achievements", "app_events",
 }
-EXPECTED_PIPELINE_ASSETS: set[str] = set()
-EXPECTED_JOBS: set[str] = {"dagster_housekeeping_job", "retention_purge_job", "achievements_job"}
+EXPECTED_PIPELINE_ASSETS: set[str] = {
+    "user_features", "tournament_candidates", "team_candidates", "tournament_recommendations",
+    "team_recommendations",
+}
+EXPECTED_JOBS: set[str] = {
+    "dagster_housekeeping_job", "retention_purge_job", "achievements_job",
+    "nightly_recommendations_job", "refresh_user_recommendations_job",
+}
 EXPECTED_SCHEDULES: dict[str, str] = {  # name -> cron
     "dagster_housekeeping_schedule": "45 4 * * *",
     "weekly_retention_purge_schedule": "30 3 * * 0",
+    "nightly_recommendations_schedule": "0 2 * * *",
 }
 EXPECTED_SENSORS: set[str] = {"run_failure_alert_sensor", "achievement_events_sensor"}
 

@@ -1,0 +1,132 @@
+"""Asset checks.
+
+Recommendations: blocking checks on the STAGED rows, evaluated inside the publishing step before
+the swap. A failing check is reported as a failed asset check evaluation (visible in the UI on the
+asset's Checks tab), the published tables are left untouched and the step fails with the reason.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import dagster as dg
+import pandas as pd
+
+# --- recommendations ---------------------------------------------------------------------------
+
+TOURNAMENT_RECOMMENDATIONS_KEY = dg.AssetKey("tournament_recommendations")
+TEAM_RECOMMENDATIONS_KEY = dg.AssetKey("team_recommendations")
+
+MIN_COVERAGE = 0.98
+
+RECOMMENDATION_CHECKS: dict[str, str] = {
+    "eligibility": "Every staged row satisfies the contract's eligibility rules (re-verified by "
+                   "joins against the run's snapshot, independent of the scoring masks).",
+    "ranks_contiguous": "Each user's ranks are 1..n without gaps.",
+    "at_most_k": "At most K rows per user.",
+    "scores_valid": "Scores are in (0, 1] and non-increasing by rank.",
+    "no_duplicate_items": "No item appears twice for a user.",
+    "no_pii": "No reason contains an email-like string; reasons are 1..200 characters.",
+    "coverage": f"At least {MIN_COVERAGE:.0%} of the users who have an eligible item get "
+                "recommendations.",
+}
+_KEYS = {"tournaments": TOURNAMENT_RECOMMENDATIONS_KEY, "teams": TEAM_RECOMMENDATIONS_KEY}
+
+
+def recommendation_check_specs() -> list[dg.AssetCheckSpec]:
+    return [
+        dg.AssetCheckSpec(name, asset=key, description=description, blocking=True)
+        for key in _KEYS.values()
+        for name, description in RECOMMENDATION_CHECKS.items()
+    ]
+
+
+@dataclass
+class CheckOutcome:
+    kind: str  # "tournaments" / "teams"
+    name: str
+    passed: bool
+    description: str
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+    def to_result(self) -> dg.AssetCheckResult:
+        return dg.AssetCheckResult(
+            asset_key=_KEYS[self.kind],
+            check_name=self.name,
+            passed=self.passed,
+            severity=dg.AssetCheckSeverity.ERROR,
+            description=self.description,
+            metadata=self.metadata,
+        )
+
+
+def evaluate_recommendation_checks(
+    kind: str,
+    summary: dict[str, int],
+    violations: pd.DataFrame,
+    users_with_candidates: int,
+    expected_rows: int,
+    top_k: int,
+    min_coverage: float = MIN_COVERAGE,
+) -> list[CheckOutcome]:
+    """Pure: staged-table facts (`publish.staged_summary`) + eligibility violations -> outcomes."""
+    out: list[CheckOutcome] = []
+
+    def add(name: str, bad: int, what: str, **meta: Any) -> None:
+        text = f"{bad} {what}" if bad else f"no {what}"
+        out.append(CheckOutcome(kind, name, bad == 0, text, {"violations": bad, **meta}))
+
+    by_rule = violations["violation"].value_counts().to_dict() if len(violations) else {}
+    examples = violations.head(5).to_dict("records") if len(violations) else []
+    add("eligibility", len(violations), "rows violating an eligibility rule",
+        by_rule={str(k): int(v) for k, v in by_rule.items()},
+        examples=dg.MetadataValue.json([{k: str(v) for k, v in r.items()} for r in examples]))
+    add("ranks_contiguous", summary["users_with_rank_gaps"], "users with rank gaps")
+    add("at_most_k", summary["users_over_k"], f"users with more than {top_k} rows", k=top_k)
+    add("scores_valid", summary["rows_score_out_of_range"] + summary["rows_score_increasing"],
+        "rows with a score outside (0, 1] or above the previous rank's",
+        out_of_range=summary["rows_score_out_of_range"],
+        increasing=summary["rows_score_increasing"])
+    add("no_duplicate_items", summary["duplicate_items"], "duplicate (user, item) pairs")
+    add("no_pii", summary["rows_with_pii"] + summary["rows_bad_reason_length"],
+        "rows with an email-like or badly sized reason",
+        email_like=summary["rows_with_pii"], bad_length=summary["rows_bad_reason_length"])
+    covered = summary["users"]
+    coverage = covered / users_with_candidates if users_with_candidates else 1.0
+    passed = coverage >= min_coverage and summary["rows"] == expected_rows
+    out.append(CheckOutcome(
+        kind, "coverage", passed,
+        f"{covered} of {users_with_candidates} users with an eligible item covered "
+        f"({coverage:.2%}); {summary['rows']} of {expected_rows} rows staged",
+        {"users_covered": covered, "users_with_eligible_items": users_with_candidates,
+         "coverage": float(coverage), "staged_rows": summary["rows"],
+         "expected_rows": expected_rows},
+    ))
+    return out
+
+
+def summarize_recommendations(frame: pd.DataFrame, item_column: str, top_k: int) -> dict[str, int]:
+    """Pure twin of `publish.staged_summary` for rows held in memory (the one-user refresh)."""
+    if frame.empty:
+        return {"rows": 0, "users": 0, "users_with_rank_gaps": 0, "users_over_k": 0,
+                "rows_score_out_of_range": 0, "rows_score_increasing": 0, "duplicate_items": 0,
+                "rows_with_pii": 0, "rows_bad_reason_length": 0}
+    per_user = frame.groupby("user_id")["rank"].agg(["size", "min", "max", "nunique"])
+    gaps = (per_user["min"] != 1) | (per_user["max"] != per_user["size"]) | (
+        per_user["nunique"] != per_user["size"])
+    ordered = frame.sort_values(["user_id", "rank"])
+    prev = ordered.groupby("user_id")["score"].shift(1)
+    score = frame["score"]
+    reason_len = frame["reason"].astype(str).str.len()
+    return {
+        "rows": len(frame),
+        "users": len(per_user),
+        "users_with_rank_gaps": int(gaps.sum()),
+        "users_over_k": int((per_user["size"] > top_k).sum()),
+        "rows_score_out_of_range": int((~((score > 0) & (score <= 1))).sum()),
+        "rows_score_increasing": int((prev < ordered["score"]).sum()),
+        "duplicate_items": int(frame.duplicated(["user_id", item_column]).sum()),
+        "rows_with_pii": int(frame["reason"].astype(str).str.contains("@", regex=False).sum()),
+        "rows_bad_reason_length": int(((reason_len == 0) | (reason_len > 200)).sum()),
+    }

@@ -1,0 +1,272 @@
+"""Reading what recommendations need from the app database: set-based SQL, then pandas.
+
+Every query is SQLAlchemy Core with bound parameters and explicit columns (never `users.email`).
+Activity counts over 7/30/90 days and participation statistics are aggregated by the database
+(GROUP BY), so the activity log itself is never loaded. The two large results (user x tournament
+and user x team pairs, ~10 per user) are streamed with `COPY ... TO STDOUT` on PostgreSQL.
+
+`user_ids` restricts the scored users (the one-user refresh, buckets); the participation history
+is then read for those users plus everyone registered for an open tournament or currently on a
+team, which is all the co-play and collaborative signals need about other users.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+import pandas as pd
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+
+from recs_pipeline import schema
+from recs_pipeline.compute.candidates import (
+    CandidateSet,
+    build_team_candidates,
+    build_tournament_candidates,
+)
+from recs_pipeline.compute.features import (
+    UserFeatureSet,
+    add_tournament_attributes,
+    build_user_features,
+)
+from recs_pipeline.db import is_postgres, read_frame
+
+ACTIVITY_WINDOWS_DAYS = (7, 30, 90)
+
+
+def timestamp_bind(conn: Connection, value: datetime) -> sa.ColumnElement:
+    """A bound cutoff that compares correctly with stored timestamps on both backends.
+
+    SQLite stores ISO text with or without `.ffffff`; a whole-second cutoff as text without a
+    fraction orders correctly against both forms (`created_at >= cutoff`).
+    """
+    if conn.dialect.name == "sqlite":
+        return sa.literal(value.strftime("%Y-%m-%d %H:%M:%S"), sa.String())
+    return sa.literal(value.replace(microsecond=0), sa.DateTime())
+
+
+def read_int_frame(conn: Connection, statement: sa.Select) -> pd.DataFrame:
+    """An integer-only result as a DataFrame; PostgreSQL streams it with COPY (fast at 10M rows)."""
+    names = [c.name for c in statement.selected_columns]
+    if not is_postgres(conn):
+        result = conn.execute(statement)
+        return pd.DataFrame(result.fetchall(), columns=names, dtype="int64")
+    sql = str(statement.compile(dialect=conn.dialect, compile_kwargs={"literal_binds": True}))
+    buffer = io.BytesIO()
+    cursor = conn.connection.driver_connection.cursor()
+    try:
+        copy_sql = f"COPY ({sql}) TO STDOUT WITH (FORMAT csv)"
+        if hasattr(cursor, "copy_expert"):  # psycopg2
+            cursor.copy_expert(copy_sql, buffer)
+        else:  # psycopg 3
+            with cursor.copy(copy_sql) as copy:
+                for chunk in copy:
+                    buffer.write(chunk)
+    finally:
+        cursor.close()
+    buffer.seek(0)
+    if buffer.getbuffer().nbytes == 0:
+        return pd.DataFrame({n: pd.Series(dtype="int64") for n in names})
+    return pd.read_csv(buffer, header=None, names=names, dtype="int64", engine="c")
+
+
+def _ids_filter(column: sa.ColumnElement, user_ids: Sequence[int] | None) -> sa.ColumnElement:
+    if user_ids is None:
+        return sa.true()
+    return column.in_([int(u) for u in user_ids])
+
+
+# --- users -------------------------------------------------------------------------------------
+
+
+@dataclass
+class UserInputs:
+    """Raw frames for `build_user_feature_set` (one SQL query each)."""
+
+    users: pd.DataFrame
+    profiles: pd.DataFrame
+    activity_counts: pd.DataFrame
+    unknown_activity_types: dict[str, int]
+    participation: pd.DataFrame
+    team_counts: pd.DataFrame
+    completeness: pd.DataFrame
+    tournament_history: pd.DataFrame
+    team_history: pd.DataFrame
+    tournaments: pd.DataFrame
+    teams: pd.DataFrame
+    population: dict[str, int] = field(default_factory=dict)
+
+
+def read_user_inputs(
+    conn: Connection, now: datetime, user_ids: Sequence[int] | None = None
+) -> UserInputs:
+    u, gp, a = schema.users, schema.game_profiles, schema.activities
+    tp, t, tm = schema.tournament_participants, schema.tournaments, schema.team_members
+    has_profile = sa.exists().where(gp.c.user_id == u.c.id)
+    users = read_frame(conn, sa.select(
+        u.c.id.label("user_id"), u.c.region, u.c.is_active,
+    ).where(u.c.is_active == sa.true(), has_profile, _ids_filter(u.c.id, user_ids)))
+    population_row = conn.execute(sa.select(
+        sa.func.count().label("users"),
+        sa.func.coalesce(sa.func.sum(sa.case((u.c.is_active == sa.true(), 0), else_=1)), 0),
+        sa.func.coalesce(sa.func.sum(sa.case(
+            ((u.c.is_active == sa.true()) & ~has_profile, 1), else_=0)), 0),
+    ).where(_ids_filter(u.c.id, user_ids))).one()
+    population = {
+        "users": int(population_row[0]),
+        "inactive": int(population_row[1]),
+        "active_without_profile": int(population_row[2]),
+    }
+    profiles = read_frame(conn, sa.select(gp.c.user_id, gp.c.game_id, gp.c.skill_rating)
+                          .select_from(gp.join(u, u.c.id == gp.c.user_id))
+                          .where(u.c.is_active == sa.true(), _ids_filter(gp.c.user_id, user_ids)))
+
+    # Activity counts over 7/30/90 days, aggregated by the database (known types only).
+    cut = {d: timestamp_bind(conn, now - timedelta(days=d)) for d in ACTIVITY_WINDOWS_DAYS}
+    known = a.c.activity_type.in_(schema.KNOWN_ACTIVITY_TYPES)
+    activity_counts = read_frame(conn, sa.select(
+        a.c.user_id,
+        *[sa.func.sum(sa.case((a.c.created_at >= cut[d], 1), else_=0)).label(f"activities_{d}d")
+          for d in ACTIVITY_WINDOWS_DAYS[:-1]],
+        sa.func.count().label("activities_90d"),
+        sa.func.max(a.c.created_at).label("last_activity_at"),
+    ).where(a.c.created_at >= cut[90], known, _ids_filter(a.c.user_id, user_ids))
+      .group_by(a.c.user_id), timestamp_columns=["last_activity_at"])
+    unknown = conn.execute(sa.select(a.c.activity_type, sa.func.count())
+                           .where(a.c.created_at >= cut[90], ~known,
+                                  _ids_filter(a.c.user_id, user_ids))
+                           .group_by(a.c.activity_type)).all()
+
+    completed = t.c.status == "completed"
+    participation = read_frame(conn, sa.select(
+        tp.c.user_id,
+        sa.func.count().label("tournaments_registered"),
+        sa.func.sum(sa.case((completed, 1), else_=0)).label("tournaments_played"),
+        sa.func.sum(sa.case((completed & (tp.c.placement == 1), 1), else_=0))
+        .label("tournaments_won"),
+        sa.func.sum(sa.case((completed & (tp.c.placement <= 3), 1), else_=0))
+        .label("podium_finishes"),
+    ).select_from(tp.join(t, t.c.id == tp.c.tournament_id))
+      .where(_ids_filter(tp.c.user_id, user_ids)).group_by(tp.c.user_id))
+    team_counts = read_frame(conn, sa.select(
+        tm.c.user_id, sa.func.count(sa.distinct(tm.c.team_id)).label("teams_joined"),
+    ).where(_ids_filter(tm.c.user_id, user_ids)).group_by(tm.c.user_id))
+    pc = schema.profile_completeness
+    completeness = read_frame(conn, sa.select(pc.c.user_id, pc.c.percentage)
+                              .where(_ids_filter(pc.c.user_id, user_ids)))
+
+    # Participation history (pairs). For a subset, also everyone attached to a candidate.
+    if user_ids is None:
+        tour_scope = team_scope = sa.true()
+    else:
+        open_t = sa.select(tp.c.user_id).select_from(
+            tp.join(t, t.c.id == tp.c.tournament_id)
+        ).where(t.c.status.in_(schema.OPEN_TOURNAMENT_STATUSES))
+        current = sa.select(tm.c.user_id).where(tm.c.left_at.is_(None))
+
+        def scope(col: sa.ColumnElement) -> sa.ColumnElement:
+            return sa.or_(_ids_filter(col, user_ids), col.in_(open_t), col.in_(current))
+
+        tour_scope, team_scope = scope(tp.c.user_id), scope(tm.c.user_id)
+    tournament_history = read_int_frame(
+        conn, sa.select(tp.c.user_id, tp.c.tournament_id).where(tour_scope)
+    )
+    team_history = read_int_frame(
+        conn, sa.select(tm.c.user_id, tm.c.team_id).where(team_scope).distinct()
+    )
+    tournaments = read_frame(conn, sa.select(
+        t.c.id.label("tournament_id"), t.c.game_id, t.c.region, t.c.status, t.c.max_participants,
+        t.c.skill_min, t.c.skill_max, t.c.starts_at,
+    ), timestamp_columns=["starts_at"])
+    m = schema.teams
+    teams = read_frame(conn, sa.select(m.c.id.label("team_id"), m.c.game_id, m.c.region))
+    return UserInputs(
+        users=users, profiles=profiles, activity_counts=activity_counts,
+        unknown_activity_types={str(k): int(v) for k, v in unknown},
+        participation=participation, team_counts=team_counts, completeness=completeness,
+        tournament_history=tournament_history, team_history=team_history,
+        tournaments=tournaments, teams=teams, population=population,
+    )
+
+
+def build_user_feature_set(inputs: UserInputs, now: datetime) -> UserFeatureSet:
+    """Pure: the raw frames -> `UserFeatureSet` (features, profiles, history, vocabularies)."""
+    features = build_user_features(
+        inputs.users, inputs.profiles, inputs.activity_counts, inputs.participation,
+        inputs.team_counts, inputs.completeness, now,
+    )
+    profiles = inputs.profiles[inputs.profiles["user_id"].isin(features["user_id"])]
+    tournaments = add_tournament_attributes(inputs.tournaments)[
+        ["tournament_id", "game_id", "region", "status", "size_class", "start_slot", "band_class"]
+    ]
+    skipped = {
+        "inactive_users": inputs.population.get("inactive", 0),
+        "active_users_without_profile": inputs.population.get("active_without_profile", 0),
+        **{f"unknown_activity_type:{k}": v for k, v in inputs.unknown_activity_types.items()},
+    }
+    return UserFeatureSet(
+        features=features,
+        profiles=profiles.reset_index(drop=True),
+        tournament_history=inputs.tournament_history,
+        team_history=inputs.team_history,
+        tournaments=tournaments.reset_index(drop=True),
+        teams=inputs.teams,
+        skipped=skipped,
+    )
+
+
+# --- candidates --------------------------------------------------------------------------------
+
+
+def read_tournament_candidates(conn: Connection) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Open-status tournaments with registration counts and registrants' mean skill, and their
+    registrations. Deadline and capacity rules are applied in pandas (`build_*_candidates`)."""
+    t, tp, gp, g = (schema.tournaments, schema.tournament_participants, schema.game_profiles,
+                    schema.games)
+    open_status = t.c.status.in_(schema.OPEN_TOURNAMENT_STATUSES)
+    frame = read_frame(conn, sa.select(
+        t.c.id.label("tournament_id"), t.c.game_id, g.c.name.label("game_name"), t.c.region,
+        t.c.skill_min, t.c.skill_max, t.c.max_participants, t.c.status,
+        t.c.registration_closes_at, t.c.starts_at,
+        sa.func.count(tp.c.id).label("registered"),
+        sa.func.avg(gp.c.skill_rating).label("avg_skill"),
+    ).select_from(
+        t.outerjoin(g, g.c.id == t.c.game_id)
+        .outerjoin(tp, tp.c.tournament_id == t.c.id)
+        .outerjoin(gp, (gp.c.user_id == tp.c.user_id) & (gp.c.game_id == t.c.game_id))
+    ).where(open_status).group_by(t.c.id, g.c.name),
+        timestamp_columns=["registration_closes_at", "starts_at"])
+    registrations = read_int_frame(conn, sa.select(tp.c.tournament_id, tp.c.user_id).select_from(
+        tp.join(t, t.c.id == tp.c.tournament_id)).where(open_status))
+    return frame, registrations
+
+
+def read_team_candidates(conn: Connection) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Teams with current member counts and members' mean skill, and current memberships."""
+    m, tm, gp, g = schema.teams, schema.team_members, schema.game_profiles, schema.games
+    current = tm.c.left_at.is_(None)
+    frame = read_frame(conn, sa.select(
+        m.c.id.label("team_id"), m.c.game_id, g.c.name.label("game_name"), m.c.region,
+        m.c.max_members, m.c.is_recruiting,
+        sa.func.count(sa.distinct(tm.c.user_id)).label("members"),
+        sa.func.avg(gp.c.skill_rating).label("avg_skill"),
+    ).select_from(
+        m.outerjoin(g, g.c.id == m.c.game_id)
+        .outerjoin(tm, (tm.c.team_id == m.c.id) & current)
+        .outerjoin(gp, (gp.c.user_id == tm.c.user_id) & (gp.c.game_id == m.c.game_id))
+    ).group_by(m.c.id, g.c.name))
+    members = read_int_frame(conn, sa.select(tm.c.team_id, tm.c.user_id).where(current))
+    return frame, members
+
+
+def load_tournament_candidates(conn: Connection, now: datetime) -> CandidateSet:
+    frame, registrations = read_tournament_candidates(conn)
+    return build_tournament_candidates(frame, registrations, now)
+
+
+def load_team_candidates(conn: Connection, now: datetime | None = None) -> CandidateSet:
+    frame, members = read_team_candidates(conn)
+    return build_team_candidates(frame, members, now)
