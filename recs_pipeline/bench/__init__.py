@@ -8,6 +8,7 @@ from __future__ import annotations
 
 # topic name -> module path. Add a line when you add a topic.
 BENCH_TOPICS: dict[str, str] = {
+    "seed": "recs_pipeline.bench.seed",
     "retention": "recs_pipeline.bench.retention",
     "quality": "recs_pipeline.bench.quality",
 }
