@@ -38,9 +38,6 @@ OUTCOME_AWARDED = "awarded"
 OUTCOME_NO_AWARD = "no_award"
 OUTCOME_DEAD_LETTERED = "dead_lettered"
 
-_WRITE_CHUNK = 500  # rows per multi-row INSERT (x4 columns: far under SQLite's 32766 binds)
-
-
 def ensure_tables(engine: Engine) -> None:
     """The pipeline creates its own tables; cheap (`checkfirst`) and idempotent."""
     ensure_pipeline_tables(engine)
@@ -329,14 +326,14 @@ def write_outcomes(
         {"user_id": int(u), "achievement_id": int(a), "event_id": int(e), "awarded_at": now}
         for u, a, e in zip(rows["user_id"], rows["achievement_id"], rows["event_id"], strict=True)
     ]
-    for start in range(0, len(records), _WRITE_CHUNK):
+    if records:  # executemany: SQLAlchemy batches it into multi-row VALUES ("insertmanyvalues")
         stmt = (
             _insert(conn, ua)
-            .values(records[start : start + _WRITE_CHUNK])
             .on_conflict_do_nothing(index_elements=["user_id", "achievement_id"])
             .returning(ua.c.user_id, ua.c.achievement_id, ua.c.event_id)
         )
-        inserted.extend((int(r[0]), int(r[1]), int(r[2])) for r in conn.execute(stmt))
+        result = conn.execute(stmt, records)
+        inserted.extend((int(r[0]), int(r[1]), int(r[2])) for r in result)
     awarded = pd.DataFrame(inserted, columns=["user_id", "achievement_id", "event_id"])
     codes = dict(zip(awards["achievement_id"], awards["code"], strict=True)) if len(awards) else {}
     awarded["code"] = awarded["achievement_id"].map(codes)
@@ -349,14 +346,14 @@ def write_outcomes(
         for e, r, d in zip(dead_letters["event_id"], dead_letters["reason"],
                            dead_letters["detail"], strict=True)
     ]
-    for start in range(0, len(dead_records), _WRITE_CHUNK):
-        stmt = _insert(conn, DEAD).values(dead_records[start : start + _WRITE_CHUNK])
+    if dead_records:
+        stmt = _insert(conn, DEAD)
         stmt = stmt.on_conflict_do_update(
             index_elements=["event_id"],
             set_={c: stmt.excluded[c] for c in
                   ("reason", "detail", "run_id", "dead_lettered_at", "replayed_at")},
         )
-        conn.execute(stmt)
+        conn.execute(stmt, dead_records)
 
     awarded_events = set(awarded["event_id"])
     ledger: list[dict[str, object]] = [
@@ -369,8 +366,8 @@ def write_outcomes(
         for e in dead_letters["event_id"]
     ]
     ledger.sort(key=lambda r: r["event_id"])  # type: ignore[arg-type,return-value]
-    for start in range(0, len(ledger), _WRITE_CHUNK):
-        stmt = _insert(conn, LEDGER).values(ledger[start : start + _WRITE_CHUNK])
+    if ledger:
+        stmt = _insert(conn, LEDGER)
         if replay:  # a replayed dead letter's ledger row takes the new outcome
             stmt = stmt.on_conflict_do_update(
                 index_elements=["event_id"],
@@ -379,7 +376,7 @@ def write_outcomes(
             )
         else:
             stmt = stmt.on_conflict_do_nothing(index_elements=["event_id"])
-        conn.execute(stmt)
+        conn.execute(stmt, ledger)
     if replay and len(events):
         conn.execute(
             DEAD.update()

@@ -11,4 +11,6 @@ BENCH_TOPICS: dict[str, str] = {
     "seed": "recs_pipeline.bench.seed",
     "retention": "recs_pipeline.bench.retention",
     "quality": "recs_pipeline.bench.quality",
+    "achievements": "recs_pipeline.bench.achievements",
+    "recommendations": "recs_pipeline.bench.recommendations",
 }
