@@ -945,28 +945,65 @@ def _progress_bars(enabled: bool) -> Iterator[Callable[[str, int], Callable[[int
         yield add
 
 
+def epoch_seconds(moment: datetime) -> int:
+    """Naive-UTC datetime -> integer epoch seconds (the generator's internal clock)."""
+    return int((moment - datetime(1970, 1, 1)).total_seconds())
+
+
+def generate_tables(config: SeedConfig) -> Iterator[tuple[str, pd.DataFrame]]:
+    """Yield `(table name, rows)` in insertion order (parents before children).
+
+    Lazy, so the caller can write each table before the next one is generated. Pure: no
+    database; `seed_database` writes what this yields, tests inspect it directly.
+    """
+    now = epoch_seconds(config.anchor)
+    yield "games", pd.DataFrame({
+        "id": np.arange(1, len(GAMES) + 1),
+        "slug": [g[0] for g in GAMES],
+        "name": [g[1] for g in GAMES],
+    })
+    pop = _population(config, now)
+    yield "users", _users_frame(config, pop)
+    yield "game_profiles", _game_profiles_frame(config, pop)
+    completeness = _profile_completeness_frame(config, pop)
+    yield "profile_completeness", completeness
+    teams = _teams(config, pop)
+    yield "teams", teams.frame
+    yield "team_members", teams.members
+    tour = _tournaments(config, now)
+    yield "tournaments", tour.frame
+    participants = _participants(config, pop, tour, teams)
+    yield "tournament_participants", participants
+    yield "activities", _activities(config, pop, len(tour.game), len(teams.game))
+    yield "app_events", _app_events(config, pop, tour, participants, teams.members, completeness)
+
+
 def seed_database(
     engine: Engine, config: SeedConfig, progress: bool = True, replace: bool = False,
 ) -> SeedSummary:
     """Fill the (empty) app tables with demo data; everything in one transaction.
 
     Raises `SeedError` (a `DatabaseConfigError`: one line, exit 2 in the CLI) when the app tables
-    are missing or already hold data and `replace` is False.
+    are missing, or already hold data and `replace` is False. With `replace` (demo/test only) the
+    seeded tables and the pipeline's derived tables are emptied first; the achievement catalogue
+    stays.
     """
     started = time.perf_counter()
     _check_ready(engine, replace)
-    anchor = config.anchor
-    now = int((anchor - datetime(1970, 1, 1)).total_seconds())
-    summary = SeedSummary(users=config.users, seed=config.seed, now=anchor)
+    summary = SeedSummary(users=config.users, seed=config.seed, now=config.anchor)
+    # Large COPY batches (db.copy_into pipelines within one); progress advances per batch.
     chunk = 1_000_000 if engine.dialect.name == "postgresql" else 100_000
 
     with _progress_bars(progress) as add_bar, engine.begin() as conn:
         if replace:
             _clear(conn)
-
-        def write(name: str, make: Callable[[], pd.DataFrame]) -> pd.DataFrame:
+        tables = generate_tables(config)
+        while True:
             t0 = time.perf_counter()
-            frame = make()
+            item = next(tables, None)  # generation time counts towards the table
+            if item is None:
+                break
+            name, frame = item
             advance = add_bar(name, len(frame))
             for lo in range(0, len(frame), chunk):
                 part = frame.iloc[lo: lo + chunk]
@@ -974,41 +1011,5 @@ def seed_database(
                 advance(len(part))
             summary.rows[name] = len(frame)
             summary.table_seconds[name] = time.perf_counter() - t0
-            return frame
-
-        write("games", lambda: pd.DataFrame({
-            "id": np.arange(1, len(GAMES) + 1),
-            "slug": [g[0] for g in GAMES],
-            "name": [g[1] for g in GAMES],
-        }))
-        t0 = time.perf_counter()
-        pop = _population(config, now)
-        population_seconds = time.perf_counter() - t0
-        write("users", lambda: _users_frame(config, pop))
-        summary.table_seconds["users"] += population_seconds
-        write("game_profiles", lambda: _game_profiles_frame(config, pop))
-        completeness = write("profile_completeness",
-                             lambda: _profile_completeness_frame(config, pop))
-        holder: dict[str, object] = {}
-
-        def make_teams() -> pd.DataFrame:
-            holder["teams"] = _teams(config, pop)
-            return holder["teams"].frame  # type: ignore[attr-defined]
-
-        write("teams", make_teams)
-        teams: Teams = holder["teams"]  # type: ignore[assignment]
-        write("team_members", lambda: teams.members)
-
-        def make_tournaments() -> pd.DataFrame:
-            holder["tournaments"] = _tournaments(config, now)
-            return holder["tournaments"].frame  # type: ignore[attr-defined]
-
-        write("tournaments", make_tournaments)
-        tour: Tournaments = holder["tournaments"]  # type: ignore[assignment]
-        participants = write("tournament_participants",
-                             lambda: _participants(config, pop, tour, teams))
-        write("activities", lambda: _activities(config, pop, len(tour.game), len(teams.game)))
-        write("app_events", lambda: _app_events(config, pop, tour, participants, teams.members,
-                                                completeness))
     summary.seconds = time.perf_counter() - started
     return summary
