@@ -29,6 +29,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from recs_pipeline.compute.retention import DEFAULT_BATCH_SIZE
+
 DEFAULT_DATABASE = "recs_bench_retention"
 DEFAULT_SERVER = "postgresql://postgres@127.0.0.1:5432/postgres"
 ACTIVITY_TYPES = (
@@ -41,7 +43,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--rows", type=int, default=30_000_000, help="activity rows in total")
     parser.add_argument("--expired", type=int, default=10_000_000,
                         help="rows older than the cutoff (deleted by the purge)")
-    parser.add_argument("--batch-size", type=int, default=10_000, help="purge batch size")
+    parser.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_SIZE,
+                        help="purge batch size")
     parser.add_argument("--rate", type=float, default=50.0,
                         help="app inserts per second (and as many point reads) during the load")
     parser.add_argument("--idle-seconds", type=float, default=30.0,

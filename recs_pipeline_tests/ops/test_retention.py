@@ -147,8 +147,8 @@ def _seed_everything(engine: Engine, cutoff: datetime) -> None:
         ])
         # Ledger: processed events, plus 11 (event already gone, processed long ago: purged) and
         # 12 (event gone but processed after the cutoff: kept).
-        ledger = {1: old, 3: new, 4: old, 5: old, 6: old, 7: old, 8: old, 9: old, 11: old,
-                  12: cutoff}
+        ledger = {i: old + timedelta(minutes=i) for i in (1, 4, 5, 6, 7, 8, 9, 11)}
+        ledger.update({3: new, 12: cutoff})
         conn.execute(schema.achievement_event_ledger.insert(), [
             {"event_id": i, "outcome": "awarded", "run_id": "r", "processed_at": ts}
             for i, ts in ledger.items()
@@ -263,6 +263,18 @@ def test_processed_versus_unprocessed_events_and_bookkeeping(engine: Engine) -> 
     assert _remaining(engine) == EXPECTED_AFTER
     assert stats.rows_by_table() == EXPECTED_DELETED
     assert stats.tables[ACTIVITIES].batches == 8  # 24 rows in batches of 3
+
+
+@pytest.mark.parametrize("batch_size", [1, 4, 50])
+def test_many_rows_sharing_one_timestamp(engine: Engine, batch_size: int) -> None:
+    """More rows on one timestamp than a batch holds: all go, and nothing at the cutoff."""
+    same = "2024-03-01 08:00:00"
+    rows = [(i, same) for i in range(1, 13)] + [(13, "2024-03-02 09:00:00")]
+    rows += [(14, "2024-03-03 12:00:00"), (15, "2024-03-03 12:00:00.000000")]
+    _insert_activity_text(engine, rows)
+    stats = purge_expired_rows(engine, CUTOFF, batch_size=batch_size)
+    assert _ids(engine, ACTIVITIES) == [14, 15]
+    assert stats.tables[ACTIVITIES].rows == 13
 
 
 def test_other_tables_are_untouched(engine: Engine) -> None:
