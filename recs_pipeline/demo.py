@@ -22,13 +22,14 @@ class DemoRun:
 
 # In the order a fresh demo database wants them. Later features append here.
 DEMO_RUNS: list[DemoRun] = [
-    DemoRun("retention_purge_job"),
     # Drain the seeded app_events backlog once (the sensor does this in batches when running).
     DemoRun("achievements_job", {"ops": {"load_events": {"config": {
         "all_pending": True, "max_events": 500_000}}}}),
     DemoRun("nightly_recommendations_job"),
     DemoRun("refresh_user_recommendations_job",
             {"ops": {"refresh_user_recommendations": {"config": {"user_id": 1}}}}),
+    # Last: by now the achievements run has processed events, so old ones can be purged too.
+    DemoRun("retention_purge_job"),
 ]
 
 
