@@ -262,7 +262,8 @@ def _population(config: SeedConfig, now: int) -> Population:
     # 70 % joined more than a year ago; the rest during the last year.
     old = rng.random(n) < 0.7
     days_ago = np.where(old, rng.uniform(365, 1100, n), rng.uniform(1, 365, n))
-    joined = now - (days_ago * DAY).astype(np.int64)
+    # Sorted: like an app's autoincrement, user ids follow sign-up order.
+    joined = np.sort(now - (days_ago * DAY).astype(np.int64))
     level = rng.lognormal(mean=-0.32, sigma=0.8, size=n)  # mean ~1, long tail
     level = np.where(is_active, level, level * 0.4)
 
@@ -402,10 +403,17 @@ def _teams(config: SeedConfig, pop: Population) -> Teams:
                                      rng.integers(5, 11, n_teams)), 5, 10)
     created_lo = np.maximum(pop.joined[captain], now - 730 * DAY)
     created = _uniform_between(rng, created_lo, np.full(n_teams, now - DAY))
+    # Team ids follow creation order (as the app's would); the first len(group_ids) teams
+    # before this reordering belong to the forming groups.
+    perm = np.argsort(created, kind="stable")
+    new_index = np.empty(n_teams, dtype=np.int64)
+    new_index[perm] = np.arange(n_teams)
+    captain, game, region, max_members, created = (
+        captain[perm], game[perm], region[perm], max_members[perm], created[perm])
 
     # Membership rows: captains, group members, then solo joins driven by tastes.
     team_of_group = np.full(len(gsize), -1, dtype=np.int64)
-    team_of_group[group_ids] = np.arange(len(group_ids))
+    team_of_group[group_ids] = new_index[: len(group_ids)]
     member_gid = pop.group[pop.group_members]
     mteam = team_of_group[member_gid]
     is_member = mteam >= 0
@@ -588,6 +596,13 @@ def _tournaments(config: SeedConfig, now: int) -> Tournaments:
     completed = np.where(completed_flag, ends, -1)
     # Bad input the pipeline must tolerate: a couple of tournaments with no seats at all.
     max_p[5:7] = 0
+    # Tournament ids follow creation order, as the app's autoincrement would. Besides realism
+    # this keeps registrations (written in time order) local in the (tournament_id, user_id)
+    # index, which makes the PostgreSQL COPY several times cheaper.
+    perm = np.argsort(created, kind="stable")
+    game, region, size_class, max_p, slot, starts, created, closes, status, completed = (
+        a[perm] for a in (game, region, size_class, max_p, slot, starts, created, closes,
+                          status, completed))
 
     band_p = [b[2] for b in SKILL_BANDS]
     band = rng.choice(len(SKILL_BANDS), size=t, p=band_p)
@@ -733,23 +748,30 @@ def _participants(
     user, tid, grp, start, end = user[ok], tid[ok], grp[ok], start[ok], end[ok]
     registered = _uniform_between(rng, start, end)
 
-    # Unique (tournament, user): keep the earliest registration.
-    order = np.lexsort((registered, user, tid))
-    user, tid, grp, registered = user[order], tid[order], grp[order], registered[order]
+    # Sorting on one packed int64 key (stable, so ties keep generation order) is several times
+    # faster than np.lexsort on millions of rows. Seconds since `base` fit in 27 bits.
+    base = int(registered.min()) if len(registered) else 0
+    since = registered - base
+    t_bits = max(int(tour.game.size).bit_length(), 1)
+
+    # Unique (tournament, user): the first request wins.
+    order = np.argsort(tid * (pop.n + 1) + user, kind="stable")
+    user, tid, grp, registered, since = (a[order] for a in (user, tid, grp, registered, since))
     first = np.r_[True, (tid[1:] != tid[:-1]) | (user[1:] != user[:-1])] if len(tid) else (
         np.zeros(0, bool))
-    user, tid, grp, registered = user[first], tid[first], grp[first], registered[first]
+    user, tid, grp, registered, since = (a[first] for a in (user, tid, grp, registered, since))
     # Capacity: first come, first served.
-    order = np.lexsort((user, registered, tid))
-    user, tid, grp, registered = user[order], tid[order], grp[order], registered[order]
+    order = np.argsort((tid << 27) | since, kind="stable")
+    user, tid, grp, registered, since = (a[order] for a in (user, tid, grp, registered, since))
     seat = _group_rank(tid)
     ok = seat < tour.max_participants[tid]
-    user, tid, grp, registered = user[ok], tid[ok], grp[ok], registered[ok]
+    user, tid, grp, registered, since = (a[ok] for a in (user, tid, grp, registered, since))
 
     # Placements on completed tournaments: better players tend to place higher.
     done = tour.status[tid] == schema.TOURNAMENT_STATUSES.index("completed")
     perf = pop.skill[user, tour.game[tid]] + rng.normal(0, 250, len(user))
-    order = np.lexsort((-perf, tid))
+    worse = np.clip(np.rint(7000 - perf), 0, (1 << 14) - 1).astype(np.int64)
+    order = np.argsort((tid << 14) | worse, kind="stable")
     placement = np.zeros(len(user), dtype=np.int64)
     placement[order] = _group_rank(tid[order]) + 1
 
@@ -760,7 +782,7 @@ def _participants(
     team_id = team_idx + 1
 
     # Ids follow registration time, like an app's autoincrement.
-    order = np.lexsort((user, tid, registered))
+    order = np.argsort((since << t_bits) | tid, kind="stable")
     return pd.DataFrame({
         "id": np.arange(1, len(user) + 1),
         "tournament_id": tid[order] + 1,
@@ -802,7 +824,7 @@ def _activities(config: SeedConfig, pop: Population, n_tournaments: int,
     meta_code = np.where(atype == ACTIVITY_TYPES.index("match_played"),
                          3 + rng.integers(0, 2 * len(GAMES), a), rng.integers(0, 3, a))
     meta_code = np.where(rng.random(a) < 0.35, meta_code, -1)
-    order = np.lexsort((user, created))
+    order = np.argsort(created, kind="stable")  # ids follow time; rows were by user already
     return pd.DataFrame({
         "id": np.arange(1, a + 1),
         "user_id": user[order] + 1,

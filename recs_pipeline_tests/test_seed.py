@@ -17,6 +17,7 @@ from sqlalchemy.engine import Engine
 
 from recs_pipeline import schema
 from recs_pipeline.bootstrap import DEFAULT_ACHIEVEMENTS, init_app_database
+from recs_pipeline.cli import main
 from recs_pipeline.db import make_engine
 from recs_pipeline.seed import (
     GAMES,
@@ -307,25 +308,27 @@ def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
                           capture_output=True, text=True, timeout=120, check=False)
 
 
-def test_cli_seed_end_to_end_on_sqlite(tmp_path: Path) -> None:
+def test_cli_seed_end_to_end_on_sqlite(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """The real console entry once (a subprocess), then the error paths in process (fast)."""
     url = f"sqlite:///{tmp_path / 'app.db'}"
-    missing = run_cli("--database-url", url, "seed", "--users", "50", "--no-progress")
-    assert missing.returncode == 2 and "init-db" in missing.stderr
-    assert len(missing.stderr.strip().splitlines()) == 1 and "Traceback" not in missing.stderr
+    args = ["--database-url", url, "seed", "--users", "300", "--seed", "5", "--now",
+            "2025-06-01", "--no-progress"]
 
-    assert run_cli("--database-url", url, "init-db").returncode == 0
-    args = ("--database-url", url, "seed", "--users", "300", "--seed", "5", "--now",
-            "2025-06-01", "--no-progress")
+    assert main(args) == 2  # no tables yet
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "init-db" in err[0]
+
+    assert main(["--database-url", url, "init-db"]) == 0
     ok = run_cli(*args)
     assert ok.returncode == 0, ok.stderr
     assert "seeded 300 users" in ok.stdout and "tournament_participants" in ok.stdout
 
-    again = run_cli(*args)
-    assert again.returncode == 2 and "--replace" in again.stderr
-    assert len(again.stderr.strip().splitlines()) == 1
+    assert main(args) == 2  # refuses to seed over existing data
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--replace" in err[0]
 
-    replaced = run_cli(*args, "--replace")
-    assert replaced.returncode == 0, replaced.stderr
+    assert main([*args, "--replace"]) == 0
+    assert "seeded 300 users" in capsys.readouterr().out
     engine = make_engine(url)
     try:
         with engine.connect() as conn:
@@ -334,5 +337,8 @@ def test_cli_seed_end_to_end_on_sqlite(tmp_path: Path) -> None:
     finally:
         engine.dispose()
 
-    bad_now = run_cli("--database-url", url, "seed", "--users", "5", "--now", "soon")
-    assert bad_now.returncode == 2 and "ISO" in bad_now.stderr
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--database-url", url, "seed", "--users", "5", "--now", "soon"])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "ISO" in err[0]
