@@ -226,3 +226,36 @@ def test_parallel_job_runs_award_once(app_db: AppDatabase, engine: Engine) -> No
     assert count == len(data.EXPECTED_AWARDS)
     assert {(u, a) for u, a, _ in data.awards(engine)} == {
         (u, a) for u, a, _ in data.EXPECTED_AWARDS}
+
+
+def test_large_batch_write_path(app_db: AppDatabase, engine: Engine) -> None:
+    """2,500 awards and ledger rows: PostgreSQL's COPY + INSERT .. SELECT path, same results."""
+    import pandas as pd
+
+    from recs_pipeline.db import bulk_insert
+
+    n = 2_500
+    ids = list(range(1, n + 1))
+    with engine.begin() as conn:
+        bulk_insert(conn, schema.users, pd.DataFrame({
+            "id": ids, "username": "u", "email": "u@example.com", "region": "eu",
+            "is_active": True, "date_joined": data.T0}))
+        bulk_insert(conn, schema.profile_completeness, pd.DataFrame({
+            "user_id": ids, "percentage": [100 if i % 5 else 99 for i in ids],
+            "updated_at": data.T0}))
+        bulk_insert(conn, schema.app_events, pd.DataFrame({
+            "id": ids, "event_type": "profile_completed", "user_id": ids, "payload": None,
+            "created_at": data.T0}))
+        conn.execute(schema.user_achievements.insert().values(  # already awarded before
+            user_id=1, achievement_id=7, awarded_at=data.T0, event_id=None))
+    config = {"ops": {"load_events": {"config": {"event_id_ranges": [[1, n]]}}}}
+    meta = _metadata(_run(app_db, config), "award_and_mark_processed")
+    assert meta["awards"] == n - n // 5 - 1
+    assert meta["ledger_outcomes"] == {"awarded": n - n // 5 - 1, "no_award": n // 5 + 1,
+                                       "dead_lettered": 0}
+    with engine.connect() as conn:
+        count = conn.execute(sa.select(sa.func.count()).select_from(
+            schema.user_achievements)).scalar()
+    assert count == n - n // 5  # including the pre-existing one, untouched
+    assert len(data.ledger(engine)) == n
+    assert _metadata(_run(app_db, config), "award_and_mark_processed")["events_processed"] == 0
