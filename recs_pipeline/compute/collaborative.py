@@ -21,6 +21,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 import scipy.sparse as sp
 from sklearn.utils.extmath import randomized_svd
+from threadpoolctl import threadpool_limits
 
 
 @dataclass
@@ -113,12 +114,15 @@ def fit_collaborative(
     d = min(params.factors, rank_cap)
     if weighted.nnz == 0 or d <= 0:
         return CollaborativeModel(np.zeros((n_users, 0), dtype=np.float32), params)
-    u, s, _vt = randomized_svd(
-        weighted,
-        n_components=d,
-        n_iter=params.n_iter,
-        random_state=params.random_state,
-    )
+    # One BLAS thread: on a shared 2-core box OpenBLAS threads spin against each other and make
+    # the small dense steps (QR/LU/SVD of a (d+10) x n matrix) 20x slower.
+    with threadpool_limits(limits=1):
+        u, s, _vt = randomized_svd(
+            weighted,
+            n_components=d,
+            n_iter=params.n_iter,
+            random_state=params.random_state,
+        )
     keep = s > 1e-6 * max(float(s[0]), 1e-12)
     factors = (u[:, keep] * (s[keep] ** params.singular_power)).astype(np.float32)
     return CollaborativeModel(factors, params)

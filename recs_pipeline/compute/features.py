@@ -40,7 +40,7 @@ def start_slot(starts_at: pd.Series) -> np.ndarray:
     if ts.empty:
         return np.zeros(0, dtype=np.int8)
     hour = ts.dt.hour.fillna(0).to_numpy()
-    weekend = (ts.dt.dayofweek.fillna(0).to_numpy() >= 5).astype(np.int8)
+    weekend = (ts.dt.day_of_week.fillna(0).to_numpy() >= 5).astype(np.int8)
     return (weekend * 4 + hour // 6).astype(np.int8)
 
 
@@ -122,12 +122,13 @@ def build_user_features(
         max_skill=("skill_rating", "max"),
         mean_skill=("skill_rating", "mean"),
     )
-    game_ids = (
-        prof.sort_values(["user_id", "game_id"]).astype({"game_id": str})
-        .groupby("user_id")["game_id"].agg(",".join).rename("game_ids")
-    )
-    frame = active.merge(per_user.join(game_ids), left_on="user_id", right_index=True,
-                         how="inner")
+    ordered = prof.sort_values(["user_id", "game_id"])
+    game_ids = pd.DataFrame({
+        "user_id": ordered["user_id"].to_numpy(),
+        "game_ids": ordered["game_id"].astype(np.int64).astype(str).to_numpy(dtype=object),
+    }).groupby("user_id", sort=True)["game_ids"].agg(",".join)
+    per_user = per_user.assign(game_ids=game_ids.reindex(per_user.index)).reset_index()
+    frame = active.merge(per_user, on="user_id", how="inner")
     frame = frame.merge(activity_counts, on="user_id", how="left")
     frame = frame.merge(participation, on="user_id", how="left")
     frame = frame.merge(team_counts, on="user_id", how="left")

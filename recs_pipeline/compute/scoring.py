@@ -35,6 +35,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import scipy.sparse as sp
+from threadpoolctl import threadpool_limits
 
 from recs_pipeline.compute.candidates import CandidateSet
 from recs_pipeline.compute.collaborative import (
@@ -383,85 +384,96 @@ def top_k_per_user(
 # --- reasons -----------------------------------------------------------------------------------
 
 
-def _thousands(values: np.ndarray) -> pd.Series:
-    """Integers as text with a thousands separator (1840 -> "1,840"), vectorised."""
-    v = np.asarray(values, dtype=np.int64)
-    plain = pd.Series(v).astype(str)
-    head = pd.Series(v // 1000).astype(str)
-    tail = pd.Series(v % 1000).astype(str).str.zfill(3)
-    return plain.where(v < 1000, head + "," + tail)
+_TOURNAMENT_TEMPLATES = {
+    "coplay": "{n} {players} you've played with {verb} registered",
+    "skill": "{region} {game} tournament for your rating ({skill:,}), {spots}",
+    "affinity": "Like the {game} tournaments you play: {size}, {slot}",
+    "collaborative": "Players like you signed up for this {game} tournament, "
+    "{fill}/{cap} registered",
+    "popularity": "Popular {region} {game} tournament, {fill}/{cap} registered",
+}
+_TEAM_TEMPLATES = {
+    "coplay": "{n} {players} you've played with {verb} on this team",
+    "skill": "{region} {game} team near your rating ({skill:,}), {spots}",
+    "affinity": "{region} {game} team for a game you play a lot, {spots}",
+    "collaborative": "Players like you are on this {region} {game} team, {spots}",
+    "popularity": "Active {region} {game} team, {fill}/{cap} members, {spots}",
+}
+_REASON_KINDS = ("coplay", "skill", "affinity", "collaborative", "popularity")
 
 
-def _plural(n: np.ndarray, one: str, many: str) -> np.ndarray:
-    return np.where(np.asarray(n) == 1, one, many)
+def _region_label(region: str) -> str:
+    return "Global" if region == GLOBAL_REGION else region.upper()
 
 
-def _region_label(regions: pd.Series) -> pd.Series:
-    text = regions.astype(str)
-    return text.where(text == GLOBAL_REGION, text.str.upper()).str.replace(
-        GLOBAL_REGION, "Global", regex=False
-    )
+def _item_labels(kind: str, items: pd.DataFrame) -> dict[str, list[object]]:
+    """Per candidate, the values its sentences use (as plain Python lists)."""
+    is_tournament = kind == "tournaments"
+    names = items["game_name"].astype(object).where(items["game_name"].notna(), None).tolist()
+    games = [n if isinstance(n, str) and n else f"game {g}"
+             for n, g in zip(names, items["game_id"].tolist(), strict=True)]
+    n = len(items)
+    return {
+        "game": games,
+        "region": [_region_label(str(r)) for r in items["region"].tolist()],
+        "spots": items["open_slots"].astype(np.int64).tolist(),
+        "fill": items["registered" if is_tournament else "members"].astype(np.int64).tolist(),
+        "cap": items["max_participants" if is_tournament else "max_members"]
+        .astype(np.int64).tolist(),
+        "size": items["size_class"].astype(np.int64).tolist() if is_tournament else [0] * n,
+        "slot": items["start_slot"].astype(np.int64).tolist() if is_tournament else [0] * n,
+    }
 
 
-def build_reasons(kind: str, rows: pd.DataFrame) -> pd.Series:
-    """A short sentence per recommendation, from the dominant signal (vectorised).
+def build_reasons(
+    kind: str,
+    reason_kind: np.ndarray,
+    item_idx: np.ndarray,
+    coplay: np.ndarray,
+    skill: np.ndarray,
+    items: pd.DataFrame,
+) -> np.ndarray:
+    """A short sentence per recommendation, from its dominant signal.
 
-    rows: reason_kind ("coplay", "skill", "affinity", "collaborative", "popularity"),
-    coplay_count, user_skill, game_name, region, open_slots, fill (registered / members),
-    capacity, size_class, start_slot.
+    reason_kind: one of coplay / skill / affinity / collaborative / popularity per row; item_idx:
+    row of `items`; coplay: co-players attached; skill: the user's rating for the item's game.
+    A sentence depends only on (kind, item, co-play count or rating), so each DISTINCT
+    combination is formatted once (an integer key, `pd.factorize`) and gathered back: no
+    per-row string work at 10M rows.
     """
-    n = len(rows)
-    out = pd.Series([""] * n, index=rows.index, dtype=object)
+    n = len(reason_kind)
     if n == 0:
-        return out.astype(str)
-    game = rows["game_name"].astype(str)
-    region = _region_label(rows["region"])
-    open_slots = rows["open_slots"].to_numpy(dtype=np.int64)
-    fill = rows["fill"].to_numpy(dtype=np.int64).astype(str)
-    capacity = rows["capacity"].to_numpy(dtype=np.int64).astype(str)
-    coplay = rows["coplay_count"].to_numpy(dtype=np.int64)
-    rk = rows["reason_kind"].to_numpy()
-    spots = pd.Series(open_slots.astype(str), index=rows.index) + pd.Series(
-        _plural(open_slots, " open spot", " open spots"), index=rows.index
-    )
-    players = pd.Series(coplay.astype(str), index=rows.index) + pd.Series(
-        _plural(coplay, " player you've played with ", " players you've played with "),
-        index=rows.index,
-    )
-    rating = pd.Series(_thousands(rows["user_skill"].to_numpy()).to_numpy(), index=rows.index)
-    if kind == "tournaments":
-        size = pd.Series(np.asarray(SIZE_LABELS, dtype=object)[rows["size_class"].to_numpy()],
-                         index=rows.index)
-        slot = pd.Series(np.asarray(SLOT_LABELS, dtype=object)[rows["start_slot"].to_numpy()],
-                         index=rows.index)
-        texts = {
-            "coplay": players + pd.Series(_plural(coplay, "is registered", "are registered"),
-                                          index=rows.index),
-            "skill": region + " " + game + " tournament for your rating (" + rating + "), "
-            + spots,
-            "affinity": "Like the " + game + " tournaments you play: " + size + ", "
-            + slot,
-            "collaborative": "Players like you signed up for this " + game
-            + " tournament, " + fill + "/" + capacity + " registered",
-            "popularity": "Popular " + region + " " + game + " tournament, " + fill + "/"
-            + capacity + " registered",
-        }
-    else:
-        texts = {
-            "coplay": players + pd.Series(_plural(coplay, "is on this team",
-                                                  "are on this team"), index=rows.index),
-            "skill": region + " " + game + " team near your rating (" + rating + "), " + spots,
-            "affinity": region + " " + game + " team for a game you play a lot, " + spots,
-            "collaborative": "Players like you are on this " + region + " " + game
-            + " team, " + spots,
-            "popularity": "Active " + region + " " + game + " team, " + fill + "/" + capacity
-            + " members, " + spots,
-        }
-    for name, text in texts.items():
-        hit = rk == name
-        if hit.any():
-            out[hit] = text[hit]
-    return out.astype(str).str.slice(0, REASON_MAX_CHARS)
+        return np.zeros(0, dtype=object)
+    templates = _TOURNAMENT_TEMPLATES if kind == "tournaments" else _TEAM_TEMPLATES
+    code = np.full(n, -1, dtype=np.int64)
+    for c, name in enumerate(_REASON_KINDS):
+        code[reason_kind == name] = c
+    if (code < 0).any():
+        raise ValueError(f"unknown reason kind(s): {set(reason_kind[code < 0].tolist())}")
+    item_part = np.where(code == 0, 0, np.asarray(item_idx, dtype=np.int64) + 1)
+    value = np.where(code == 0, np.asarray(coplay, dtype=np.int64),
+                     np.where(code == 1, np.asarray(skill, dtype=np.int64), 0))
+    value = np.clip(value, 0, (1 << 20) - 1)
+    key = (code << 58) | (item_part << 20) | value
+    codes, uniques = pd.factorize(key)
+    labels = _item_labels(kind, items)
+    sentences: list[str] = []
+    for k in np.asarray(uniques).tolist():
+        c, item, v = k >> 58, ((k >> 20) & ((1 << 38) - 1)) - 1, k & ((1 << 20) - 1)
+        name = _REASON_KINDS[c]
+        if name == "coplay":
+            text = templates[name].format(
+                n=v, players="player" if v == 1 else "players", verb="is" if v == 1 else "are")
+        else:
+            spots = labels["spots"][item]
+            text = templates[name].format(
+                region=labels["region"][item], game=labels["game"][item], skill=v,
+                spots=f"{spots} open spot" if spots == 1 else f"{spots} open spots",
+                fill=labels["fill"][item], cap=labels["cap"][item],
+                size=SIZE_LABELS[labels["size"][item]], slot=SLOT_LABELS[labels["slot"][item]],
+            )
+        sentences.append(text[:REASON_MAX_CHARS])
+    return np.asarray(sentences, dtype=object)[codes]
 
 
 def _reason_kind(
@@ -492,6 +504,19 @@ def recommend(
     now: datetime,
 ) -> Recommendations:
     """Score every (user, eligible candidate) pair and keep the top K per user and kind."""
+    # Single-threaded BLAS: the matrices per batch are small, and oversubscribed OpenBLAS
+    # threads on a shared 2-core machine are far slower than one.
+    with threadpool_limits(limits=1):
+        return _recommend(users, tournaments, teams, params, now)
+
+
+def _recommend(
+    users: UserFeatureSet,
+    tournaments: CandidateSet,
+    teams: CandidateSet,
+    params: ScoringParams,
+    now: datetime,
+) -> Recommendations:
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
     features = users.features.sort_values("user_id").reset_index(drop=True)
@@ -668,30 +693,14 @@ def _assemble(
     played = np.concatenate(picked.played)
     keep, ranks = top_k_per_user(user_pos, blend, params.top_k)
     user_pos, item_idx, blend = user_pos[keep], item_idx[keep], blend[keep]
-    chosen_items = items.iloc[item_idx].reset_index(drop=True)
-    is_tournament = kind == "tournaments"
-    reason_rows = pd.DataFrame({
-        "reason_kind": _reason_kind(signals[keep], coplay[keep], has_history[user_pos],
-                                    played[keep]),
-        "coplay_count": coplay[keep].astype(np.int64),
-        "user_skill": skill[keep].astype(np.int64),
-        "game_name": chosen_items["game_name"].fillna("").astype(str).where(
-            chosen_items["game_name"].fillna("").astype(str) != "",
-            "game " + chosen_items["game_id"].astype(str),
-        ),
-        "region": chosen_items["region"].astype(str),
-        "open_slots": chosen_items["open_slots"],
-        "fill": chosen_items["registered" if is_tournament else "members"],
-        "capacity": chosen_items["max_participants" if is_tournament else "max_members"],
-        "size_class": chosen_items["size_class"] if is_tournament else 0,
-        "start_slot": chosen_items["start_slot"] if is_tournament else 0,
-    })
+    item_ids = items[item_column].to_numpy(dtype=np.int64)
+    reason_kind = _reason_kind(signals[keep], coplay[keep], has_history[user_pos], played[keep])
     out = pd.DataFrame({
         "user_id": scored_ids[user_pos],
-        item_column: chosen_items[item_column].to_numpy(dtype=np.int64),
+        item_column: item_ids[item_idx],
         "rank": ranks.astype(np.int64),
         "score": 0.01 + 0.99 * np.clip(blend.astype(np.float64), 0.0, 1.0),
-        "reason": build_reasons(kind, reason_rows).to_numpy(),
+        "reason": build_reasons(kind, reason_kind, item_idx, coplay[keep], skill[keep], items),
         "model_version": version,
         "generated_at": pd.Timestamp(now).as_unit("us"),
     })
