@@ -119,7 +119,7 @@ def test_reasons_are_readable_and_truthful() -> None:
     m = recs.teams.set_index(["user_id", "team_id"])["reason"]
     assert m[(1, 7)] == "1 player you've played with is on this team"
     # Cold start (user 7, no history): never "played with" / "like the ones you play".
-    for reason in list(t.xs(7, level="user_id")) + [m[(7, 7)]]:
+    for reason in [*t.xs(7, level="user_id"), m[(7, 7)]]:
         assert "played with" not in reason and "you play" not in reason
         assert "Like the" not in reason and "Players like you" not in reason
     for frame in (recs.tournaments, recs.teams):
