@@ -502,12 +502,18 @@ def recommend(
     teams: CandidateSet,
     params: ScoringParams,
     now: datetime,
+    user_ids: np.ndarray | None = None,
 ) -> Recommendations:
-    """Score every (user, eligible candidate) pair and keep the top K per user and kind."""
+    """Score every (user, eligible candidate) pair and keep the top K per user and kind.
+
+    `user_ids` (the bucketed refresh) scores only those users; everything learned from the whole
+    population (priors, collaborative model, vocabularies) is unchanged, so a user's rows are
+    the same as in a full run.
+    """
     # Single-threaded BLAS: the matrices per batch are small, and oversubscribed OpenBLAS
     # threads on a shared 2-core machine are far slower than one.
     with threadpool_limits(limits=1):
-        return _recommend(users, tournaments, teams, params, now)
+        return _recommend(users, tournaments, teams, params, now, user_ids)
 
 
 def _recommend(
@@ -516,15 +522,20 @@ def _recommend(
     teams: CandidateSet,
     params: ScoringParams,
     now: datetime,
+    user_ids: np.ndarray | None = None,
 ) -> Recommendations:
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
     features = users.features.sort_values("user_id").reset_index(drop=True)
+    all_ids = features["user_id"].to_numpy(dtype=np.int64)
+    if user_ids is not None:
+        features = features[np.isin(all_ids, np.asarray(user_ids, dtype=np.int64))]
+        features = features.reset_index(drop=True)
     scored_ids = features["user_id"].to_numpy(dtype=np.int64)
     t_items = tournaments.items
     m_items = teams.items
     user_vocab = np.unique(np.concatenate([
-        scored_ids,
+        all_ids,
         users.tournament_history["user_id"].to_numpy(dtype=np.int64),
         users.team_history["user_id"].to_numpy(dtype=np.int64),
         tournaments.members["user_id"].to_numpy(dtype=np.int64),
