@@ -61,6 +61,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--timeout", type=float, default=600.0, help="e2e wait limit, seconds")
     parser.add_argument("--server-url", default=DEFAULT_SERVER,
                         help="SQLAlchemy URL of any database on the PostgreSQL server")
+    parser.add_argument("--code-dir", default=None,
+                        help="directory holding the recs_pipeline package the daemon loads "
+                        "(default: the current directory), e.g. a `git archive HEAD` snapshot")
     parser.add_argument("--keep", action="store_true", help="keep databases and DAGSTER_HOME")
 
 
@@ -287,15 +290,17 @@ def _e2e(args: argparse.Namespace, server: Any, url: str, engine: Any) -> dict[s
     _admin(args.server_url, f'CREATE DATABASE "{instance_db}"')
     home = Path(tempfile.mkdtemp(prefix="recs_bench_ach_home_"))
     (home / "dagster.yaml").write_text(_dagster_yaml(server, instance_db, args.run_limit))
+    code_dir = Path(args.code_dir or Path.cwd()).resolve()
     workspace = home / "workspace.yaml"
     workspace.write_text(textwrap.dedent(f"""\
         load_from:
           - python_module:
               module_name: recs_pipeline.definitions
               location_name: recs_pipeline
-              working_directory: {Path.cwd()}
+              working_directory: {code_dir}
         """))
-    env = {**os.environ, "DAGSTER_HOME": str(home), "RECS_DATABASE_URL": url}
+    env = {**os.environ, "DAGSTER_HOME": str(home), "RECS_DATABASE_URL": url,
+           "PYTHONPATH": str(code_dir)}  # run workers import the same code as the daemon
     bin_dir = Path(sys.executable).parent
     subprocess.run([str(bin_dir / "dagster"), "instance", "migrate"], env=env, check=True,
                    capture_output=True)
@@ -303,7 +308,9 @@ def _e2e(args: argparse.Namespace, server: Any, url: str, engine: Any) -> dict[s
     log = open(home / "daemon.log", "w")  # noqa: SIM115 - closed in finally
     daemon = subprocess.Popen([str(bin_dir / "dagster-daemon"), "run", "-w", str(workspace)],
                               env=env, stdout=log, stderr=subprocess.STDOUT,
-                              start_new_session=True)
+                              start_new_session=True,
+                              # SIGINT must stop it even when this bench runs in the background
+                              preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     result: dict[str, Any] = {"run_limit": args.run_limit, "dagster_home": str(home)}
     try:
         time.sleep(5)
