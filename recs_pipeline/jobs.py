@@ -7,6 +7,7 @@ import dagster as dg
 from recs_pipeline.ops.achievements import achievements_job
 from recs_pipeline.ops.housekeeping import delete_old_dagster_runs
 from recs_pipeline.ops.recommendations import refresh_user_recommendations
+from recs_pipeline.ops.recommendations_bucketed import nightly_recommendations_bucketed_job
 from recs_pipeline.ops.retention import plan_retention_purge, purge_expired_data
 from recs_pipeline.tags import (
     HOUSEKEEPING_TAGS,
@@ -73,4 +74,5 @@ ALL_JOBS: list[dg.JobDefinition | dg.UnresolvedAssetJobDefinition] = [
     achievements_job,
     nightly_recommendations_job,
     refresh_user_recommendations_job,
+    nightly_recommendations_bucketed_job,
 ]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import UTC
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import dagster as dg
@@ -76,8 +77,35 @@ def build_nightly_recommendations_schedule() -> dg.ScheduleDefinition:
     )
 
 
+def build_nightly_recommendations_bucketed_schedule() -> dg.ScheduleDefinition:
+    """The scale-out refresh: one run per bucket, all with the tick time as `as_of`.
+
+    Stopped by default: turn it on INSTEAD of `nightly_recommendations_schedule` when one run
+    worker is not enough (docs/operations.md).
+    """
+    from recs_pipeline.ops.recommendations_bucketed import (
+        bucket_run_requests,
+        nightly_recommendations_bucketed_job,
+    )
+
+    @dg.schedule(
+        name="nightly_recommendations_bucketed_schedule",
+        job=nightly_recommendations_bucketed_job,
+        cron_schedule=NIGHTLY_RECOMMENDATIONS_CRON,
+        execution_timezone=schedule_timezone(),
+        default_status=dg.DefaultScheduleStatus.STOPPED,
+        description="Daily 02:00 (off by default): the bucketed refresh, one run per bucket.",
+    )
+    def _schedule(context: dg.ScheduleEvaluationContext) -> list[dg.RunRequest]:
+        tick = context.scheduled_execution_time.astimezone(UTC).replace(tzinfo=None)
+        return bucket_run_requests(tick, run_key_prefix=tick.isoformat())
+
+    return _schedule
+
+
 ALL_SCHEDULES: list[dg.ScheduleDefinition] = [
     _housekeeping_schedule(),
     build_weekly_retention_purge_schedule(),
     build_nightly_recommendations_schedule(),
+    build_nightly_recommendations_bucketed_schedule(),
 ]

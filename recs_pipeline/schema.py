@@ -221,6 +221,26 @@ tournament_recommendations = recommendation_table(
 )
 team_recommendations = recommendation_table("team_recommendations", "team_id", PIPELINE_METADATA)
 
+# The bucketed refresh (`nightly_recommendations_bucketed_job`): one row per bucket whose rows
+# sit in `<table>__bucket_NN`, for the refresh `as_of`. The last bucket of a refresh claims the
+# publish by setting `published_by_run` on every row at once (only one claimer can succeed).
+recommendation_bucket_manifest = sa.Table(
+    "recommendation_bucket_manifest",
+    PIPELINE_METADATA,
+    sa.Column("bucket", sa.Integer(), primary_key=True, autoincrement=False),
+    sa.Column("n_buckets", sa.Integer(), nullable=False),
+    sa.Column("as_of", sa.DateTime(), nullable=False),
+    sa.Column("model_version", sa.String(64), nullable=False),
+    sa.Column("run_id", sa.String(64), nullable=False),
+    sa.Column("users_scored", sa.Integer(), nullable=False),
+    sa.Column("users_with_tournaments", sa.Integer(), nullable=False),
+    sa.Column("users_with_teams", sa.Integer(), nullable=False),
+    sa.Column("tournament_rows", sa.Integer(), nullable=False),
+    sa.Column("team_rows", sa.Integer(), nullable=False),
+    sa.Column("written_at", sa.DateTime(), nullable=False),
+    sa.Column("published_by_run", sa.String(64), nullable=True),
+)
+
 # Every event the achievements job has handled (awarded, nothing to award, or dead-lettered).
 # The sensor diffs `app_events` against this ledger, so an event whose id committed out of order
 # is still picked up; replays are idempotent because awards rely on the unique key.

@@ -22,3 +22,9 @@ RETENTION_PURGE_TAGS: dict[str, str] = {
 ACHIEVEMENTS_TAGS: dict[str, str] = {JOB_KIND_TAG: "achievements"}
 # Deletes old runs from the Dagster instance database only; never touches the app database.
 HOUSEKEEPING_TAGS: dict[str, str] = {JOB_KIND_TAG: "dagster_housekeeping"}
+# Bucket runs of `nightly_recommendations_bucketed_job` run in parallel (that is their point);
+# the instance caps how many at once (deploy/production/dagster.yaml). `REFRESH_AS_OF_TAG` ties
+# the buckets of one refresh together.
+BUCKET_TAG = "recs/recommendation_bucket"
+RECOMMENDATION_BUCKET_TAGS: dict[str, str] = {BUCKET_TAG: "true"}
+REFRESH_AS_OF_TAG = "recs/refresh_as_of"

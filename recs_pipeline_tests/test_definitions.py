@@ -22,11 +22,13 @@ EXPECTED_PIPELINE_ASSETS: set[str] = {
 EXPECTED_JOBS: set[str] = {
     "dagster_housekeeping_job", "retention_purge_job", "achievements_job",
     "nightly_recommendations_job", "refresh_user_recommendations_job",
+    "nightly_recommendations_bucketed_job",
 }
 EXPECTED_SCHEDULES: dict[str, str] = {  # name -> cron
     "dagster_housekeeping_schedule": "45 4 * * *",
     "weekly_retention_purge_schedule": "30 3 * * 0",
     "nightly_recommendations_schedule": "0 2 * * *",
+    "nightly_recommendations_bucketed_schedule": "0 2 * * *",
 }
 EXPECTED_SENSORS: set[str] = {"run_failure_alert_sensor", "achievement_events_sensor"}
 
