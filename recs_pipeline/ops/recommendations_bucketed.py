@@ -124,6 +124,7 @@ class ScoredBucket:
     bucket: int
     as_of: datetime
     model_version: str
+    top_k: int
     users: UserFeatureSet
     tournament_candidates: CandidateSet
     team_candidates: CandidateSet
@@ -186,7 +187,7 @@ def score_recommendation_bucket(
         "executed_by": dg.MetadataValue.json(_process_identity()),
         **{f"seconds_{k}": round(v, 3) for k, v in timings.items()},
     })
-    return ScoredBucket(bucket, as_of, recs.model_version, users, tcands, mcands)
+    return ScoredBucket(bucket, as_of, recs.model_version, config.top_k, users, tcands, mcands)
 
 
 def _read_buckets(engine: Engine, kind: RecommendationKind) -> pd.DataFrame:
@@ -219,7 +220,8 @@ def publish_recommendation_buckets(
     missing = sorted(set(range(NUM_BUCKETS)) - {r.bucket for r in rows})
     if missing:
         context.log.info(f"waiting for buckets {missing} of the {scored.as_of} refresh")
-        context.add_output_metadata({"published": False, "waiting_for_buckets": missing})
+        context.add_output_metadata({"published": False, "waiting_for_buckets": missing,
+                                     "executed_by": dg.MetadataValue.json(_process_identity())})
         return
     with engine.connect() as conn, conn.begin() as tx:
         claimed = conn.execute(
@@ -229,7 +231,10 @@ def publish_recommendation_buckets(
         if claimed != NUM_BUCKETS:
             tx.rollback()
             context.log.info("this refresh is published (or being published) by another run")
-            context.add_output_metadata({"published": False, "published_by_another_run": True})
+            context.add_output_metadata({
+                "published": False, "published_by_another_run": True,
+                "executed_by": dg.MetadataValue.json(_process_identity()),
+            })
             return
         tx.commit()
     recs = Recommendations(
@@ -246,7 +251,7 @@ def publish_recommendation_buckets(
     try:
         outcome = stage_check_publish(
             engine, recs, scored.users, scored.tournament_candidates, scored.team_candidates,
-            top_k=int(recs.tournaments["rank"].max() if len(recs.tournaments) else 10),
+            top_k=scored.top_k,
             now=scored.as_of, min_coverage=config.min_coverage,
         )
     except Exception:
