@@ -1,7 +1,8 @@
-"""Run tags shared by jobs and the instance's run-queue limits (see dagster.yaml).
+"""Run tags shared by jobs and the instance's run-queue limits (see deploy/production/dagster.yaml).
 
-`recs/job_kind` is limited to one queued-to-running run per value, so two nightly refreshes (or two
-purges) never overlap. `recs/app_db_heavy` is limited to one run in total: the nightly refresh and
+`recs/job_kind` is limited per value: one run at a time for the nightly refresh, the purge, the
+one-user refresh and housekeeping; four for achievement batches, which are idempotent and safe in
+parallel. `recs/app_db_heavy` is limited to one run in total: the nightly refresh and
 the retention purge both scan `activities` and never run at the same time.
 """
 

@@ -80,7 +80,7 @@ def test_queue_limits(production_instance: dg.DagsterInstance) -> None:
     coordinator = production_instance.run_coordinator
     assert isinstance(coordinator, QueuedRunCoordinator)
     queue = coordinator.get_run_queue_config()
-    assert queue.max_concurrent_runs == 4
+    assert queue.max_concurrent_runs == 6
     limits = queue.tag_concurrency_limits
 
     # The daemon's own counter decides, given what is in progress, whether a queued run waits.
@@ -94,7 +94,10 @@ def test_queue_limits(production_instance: dg.DagsterInstance) -> None:
     assert blocked([nightly], purge)  # the refresh and the purge never overlap
     assert blocked([purge], nightly)
     assert blocked([purge], purge)
-    assert blocked([achievements], achievements)  # achievement batches run one at a time
+    # Achievement batches are idempotent and safe in parallel: up to 4 at once.
+    assert not blocked([achievements] * 3, achievements)
+    assert blocked([achievements] * 4, achievements)
+    assert blocked([tags.HOUSEKEEPING_TAGS], tags.HOUSEKEEPING_TAGS)
     assert not blocked([nightly], achievements)
     assert not blocked([nightly, achievements], user)
     assert blocked([user], user)  # same kind: still one at a time
