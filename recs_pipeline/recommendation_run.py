@@ -76,11 +76,20 @@ def violations_for(
     users: UserFeatureSet,
     cands: CandidateSet,
     now: datetime,
+    chunk_rows: int = 2_000_000,
 ) -> pd.DataFrame:
-    return find_violations(
-        pairs, item_column=kind.item_column, users=users.features, profiles=users.profiles,
-        items=cands.items, members=cands.members, now=cands.as_of or now,
-    )
+    """Eligibility violations of (user, item) pairs, re-verified in chunks (bounded memory)."""
+    pairs = pairs[["user_id", kind.item_column]]
+    users_frame = users.features[["user_id", "region"]]
+    parts = [
+        find_violations(
+            pairs.iloc[lo:lo + chunk_rows], item_column=kind.item_column, users=users_frame,
+            profiles=users.profiles, items=cands.items, members=cands.members,
+            now=cands.as_of or now,
+        )
+        for lo in range(0, max(len(pairs), 1), chunk_rows)
+    ]
+    return pd.concat(parts, ignore_index=True)
 
 
 def stage_check_publish(

@@ -169,37 +169,45 @@ def _unit_rows(x: np.ndarray) -> np.ndarray:
 
 
 def coplay_counts(
-    contexts: sp.csr_matrix, attached: sp.csr_matrix, rows: np.ndarray, max_cells: int
-) -> sp.csr_matrix:
+    contexts: sp.csr_matrix,
+    attached: sp.spmatrix | list[sp.spmatrix],
+    rows: np.ndarray,
+    max_cells: int,
+) -> sp.csr_matrix | list[sp.csr_matrix]:
     """Distinct co-players attached to each item, for the given user rows.
 
     contexts: (n_users, n_contexts) binary, who played in which past tournament / team.
-    attached: (n_users, n_items) binary, registrants / members of the candidate items.
+    attached: (n_users, n_items) binary, registrants / members of the candidate items (or a list
+    of such matrices: the co-player matrix of each batch is then reused for all of them).
     Returns (len(rows), n_items) counts of OTHER users who share >= 1 context with the row's
     user and are attached to the item. Computed in batches of users (the co-player matrix of a
     batch is sparse and short-lived).
     """
+    single = not isinstance(attached, list)
+    targets = [sp.csr_matrix(a, dtype=np.float32) for a in ([attached] if single else attached)]
     contexts = sp.csr_matrix(contexts, dtype=np.float32)
-    attached = sp.csr_matrix(attached, dtype=np.float32)
     contexts_t = sp.csr_matrix(contexts.T)
     has_context = np.asarray(contexts.getnnz(axis=1) > 0)
     per_row = max(1.0, float(contexts.nnz) / max(contexts.shape[0], 1))
     avg_size = max(1.0, float(contexts.nnz) / max(contexts.shape[1], 1))
     width = int(per_row * avg_size) + 1  # rough co-players per user
-    blocks: list[sp.csr_matrix] = []
+    blocks: list[list[sp.csr_matrix]] = [[] for _ in targets]
     for sl in _batches(len(rows), width, max_cells):
         batch = rows[sl]
         coplayers = contexts[batch] @ contexts_t
         coplayers.data[:] = 1.0
-        counts = coplayers @ attached
-        # The user shares their own contexts with themself: remove that self-path.
-        self_attached = sp.diags(has_context[batch].astype(np.float32)) @ attached[batch]
-        counts = sp.csr_matrix(counts - self_attached)
-        counts.eliminate_zeros()
-        blocks.append(counts)
-    if not blocks:
-        return sp.csr_matrix((0, attached.shape[1]), dtype=np.float32)
-    return sp.csr_matrix(sp.vstack(blocks, format="csr"))
+        own = sp.diags(has_context[batch].astype(np.float32))
+        for out, target in zip(blocks, targets, strict=True):
+            # The user shares their own contexts with themself: remove that self-path.
+            counts = sp.csr_matrix(coplayers @ target - own @ target[batch])
+            counts.eliminate_zeros()
+            out.append(counts)
+    results = [
+        sp.csr_matrix(sp.vstack(b, format="csr")) if b
+        else sp.csr_matrix((0, t.shape[1]), dtype=np.float32)
+        for b, t in zip(blocks, targets, strict=True)
+    ]
+    return results[0] if single else results
 
 
 # --- scoring core ------------------------------------------------------------------------------
@@ -226,31 +234,28 @@ class _Picked:
     user_pos: list[np.ndarray] = field(default_factory=list)
     item_idx: list[np.ndarray] = field(default_factory=list)
     blend: list[np.ndarray] = field(default_factory=list)
-    signals: list[np.ndarray] = field(default_factory=list)  # (n, 5) weighted contributions
+    reason: list[np.ndarray] = field(default_factory=list)  # int8 index into _REASON_KINDS
     coplay: list[np.ndarray] = field(default_factory=list)
     skill: list[np.ndarray] = field(default_factory=list)
-    played: list[np.ndarray] = field(default_factory=list)
     users_with_candidates: list[np.ndarray] = field(default_factory=list)
 
 
-def _skill_signal(
-    kind: str, skill: np.ndarray, items: pd.DataFrame, cols: np.ndarray
+def _skill_values(
+    kind: str, s: np.ndarray, avg: np.ndarray, low: np.ndarray, high: np.ndarray
 ) -> np.ndarray:
-    avg = items["avg_skill"].to_numpy(dtype=np.float64)[cols]
-    s = skill[:, None].astype(np.float64)
+    """The skill signal for broadcastable user skills `s` and item arrays (float32)."""
+    s = s.astype(np.float32, copy=False)
     # Closeness to the people already there: 1 at equal rating, ~0.37 at 500 apart.
-    near_avg = np.where(np.isnan(avg)[None, :], 0.5, np.exp(-np.abs(s - avg[None, :]) / 500.0))
+    near_avg = np.exp(-np.abs(s - np.nan_to_num(avg, nan=0.0).astype(np.float32)) / 500.0)
+    near_avg = np.where(np.isnan(avg), np.float32(0.5), near_avg)
     if kind == "teams":
-        return near_avg.astype(np.float32)
-    low = items["skill_min"].to_numpy(dtype=np.float64)[cols]
-    high = items["skill_max"].to_numpy(dtype=np.float64)[cols]
+        return near_avg.astype(np.float32, copy=False)
     banded = ~(np.isnan(low) & np.isnan(high))
-    lo = np.where(np.isnan(low), SKILL_RANGE[0], low)
-    hi = np.where(np.isnan(high), SKILL_RANGE[1], high)
+    lo = np.where(np.isnan(low), SKILL_RANGE[0], low).astype(np.float32)
+    hi = np.where(np.isnan(high), SKILL_RANGE[1], high).astype(np.float32)
     half = np.maximum((hi - lo) / 2.0, 1.0)
-    centre = (lo + hi) / 2.0
-    in_band = np.clip(1.0 - np.abs(s - centre[None, :]) / half[None, :], 0.0, 1.0)
-    return np.where(banded[None, :], 0.5 + 0.5 * in_band, near_avg).astype(np.float32)
+    in_band = np.clip(1.0 - np.abs(s - (lo + hi) / 2.0) / half, 0.0, 1.0)
+    return np.where(banded, 0.5 + 0.5 * in_band, near_avg).astype(np.float32, copy=False)
 
 
 def _score_kind(
@@ -262,6 +267,7 @@ def _score_kind(
     profile_game: np.ndarray,
     profile_skill: np.ndarray,
     user_factors: np.ndarray,
+    has_history: np.ndarray,
     params: ScoringParams,
 ) -> _Picked:
     picked = _Picked()
@@ -269,13 +275,23 @@ def _score_kind(
     if items.empty or len(profile_pos) == 0:
         return picked
     k = params.top_k
+    w = inp.weights
     item_game = items["game_id"].to_numpy(dtype=np.int64)
     item_region = items["region"].astype(str).to_numpy(dtype=object)
     fill = items["fill_rate"].to_numpy(dtype=np.float32)
-    low = (items["skill_min"].to_numpy(dtype=np.float64) if "skill_min" in items
-           else np.full(len(items), np.nan))
-    high = (items["skill_max"].to_numpy(dtype=np.float64) if "skill_max" in items
-            else np.full(len(items), np.nan))
+    avg = items["avg_skill"].to_numpy(dtype=np.float64)
+    nan = np.full(len(items), np.nan)
+    low = items["skill_min"].to_numpy(dtype=np.float64) if "skill_min" in items else nan
+    high = items["skill_max"].to_numpy(dtype=np.float64) if "skill_max" in items else nan
+    # Affinity as one GEMM: [A_game | A_region | ...] (users x values) @ one-hot (values x items)
+    n_terms = max(len(inp.affinity_terms), 1)
+    aff_users = np.hstack([m for m, _ in inp.affinity_terms]).astype(np.float32) * (
+        w[0] / n_terms)
+    onehot = np.zeros((aff_users.shape[1], len(items)), dtype=np.float32)
+    offset = 0
+    for matrix, codes in inp.affinity_terms:
+        onehot[offset + codes, np.arange(len(items))] = 1.0
+        offset += matrix.shape[1]
     attached_csc = inp.attached.tocsc()
     groups = pd.DataFrame(
         {"pos": profile_pos, "game": profile_game, "region": user_regions[profile_pos]}
@@ -291,50 +307,60 @@ def _score_kind(
         pos_all = profile_pos[prof_idx]
         skill_all = profile_skill[prof_idx]
         attached_cols = sp.csr_matrix(attached_csc[:, cols])
-        coplay_cols = sp.csr_matrix(inp.coplay[:, cols]) if inp.coplay.shape[0] else None
-        emb = inp.item_emb[cols]
+        emb_w = np.ascontiguousarray(inp.item_emb[cols].T) * w[1]
+        onehot_cols = np.ascontiguousarray(onehot[:, cols])
+        pop = fill[cols] * w[4]
+        g_low, g_high, g_avg = low[cols], high[cols], avg[cols]
         for sl in _batches(len(pos_all), len(cols), params.max_batch_cells):
             pos = pos_all[sl]
             skill = skill_all[sl].astype(np.float64)
             rows = scored_rows[pos]
-            mask = skill_in_band(skill, low[cols], high[cols])
-            mask &= attached_cols[rows].toarray() == 0
-            eligible_any = mask.any(axis=1)
+            n_b, n_c = len(pos), len(cols)
+            blend = aff_users[pos] @ onehot_cols
+            if emb_w.shape[0]:
+                blend += np.clip(user_factors[rows] @ emb_w, 0.0, w[1])
+            blend += pop[None, :]
+            blend += w[3] * _skill_values(inp.kind, skill[:, None], g_avg[None, :],
+                                          g_low[None, :], g_high[None, :])
+            # co-play is sparse: add it only where someone attached is a co-player
+            cop = sp.coo_matrix(inp.coplay[pos][:, cols]) if inp.coplay.nnz else None
+            if cop is not None and cop.nnz:
+                blend[cop.row, cop.col] += w[2] * (1.0 - np.exp(-cop.data / 2.0))
+            # masks: skill band (NULL = open side), already registered / member
+            blend[~skill_in_band(skill, g_low, g_high)] = -np.inf
+            registered = sp.coo_matrix(attached_cols[rows])
+            blend[registered.row, registered.col] = -np.inf
+            eligible_any = np.isfinite(blend).any(axis=1)
             picked.users_with_candidates.append(pos[eligible_any])
             if not eligible_any.any():
                 continue
-            n_b, n_c = mask.shape
-            sig = np.empty((5, n_b, n_c), dtype=np.float32)
-            aff = np.zeros((n_b, n_c), dtype=np.float32)
-            for matrix, codes in inp.affinity_terms:
-                aff += matrix[pos][:, codes[cols]]
-            sig[0] = aff / max(len(inp.affinity_terms), 1)
-            if emb.shape[1]:
-                sig[1] = np.clip(user_factors[rows] @ emb.T, 0.0, 1.0)
-            else:
-                sig[1] = 0.0
-            n_coplay = (coplay_cols[pos].toarray() if coplay_cols is not None
-                        else np.zeros((n_b, n_c), dtype=np.float32))
-            sig[2] = 1.0 - np.exp(-n_coplay / 2.0)
-            sig[3] = _skill_signal(inp.kind, skill, items, cols)
-            sig[4] = fill[cols][None, :]
-            sig *= inp.weights[:, None, None]
-            blend = sig.sum(axis=0)
-            blend[~mask] = -np.inf
             kk = min(k, n_c)
             top = (np.argpartition(-blend, kk - 1, axis=1)[:, :kk] if n_c > kk
                    else np.broadcast_to(np.arange(n_c), (n_b, n_c)))
             top_blend = np.take_along_axis(blend, top, axis=1)
-            ok = np.isfinite(top_blend)
-            r_idx, c_idx = np.nonzero(ok)
+            r_idx, c_idx = np.nonzero(np.isfinite(top_blend))
             chosen = top[r_idx, c_idx]
+            # The chosen pairs' individual contributions, for the reason sentence.
+            ccols = cols[chosen]
+            n_coplay = (np.asarray(inp.coplay[pos[r_idx], ccols]).ravel()
+                        if inp.coplay.nnz else np.zeros(len(r_idx)))
+            contrib = np.empty((len(r_idx), 5), dtype=np.float32)
+            contrib[:, 0] = np.einsum("ij,ji->i", aff_users[pos[r_idx]], onehot[:, ccols])
+            contrib[:, 1] = (np.clip(np.einsum("ij,ji->i", user_factors[rows[r_idx]],
+                                               emb_w[:, chosen]), 0.0, w[1])
+                             if emb_w.shape[0] else 0.0)
+            contrib[:, 2] = w[2] * (1.0 - np.exp(-n_coplay / 2.0))
+            contrib[:, 3] = w[3] * _skill_values(inp.kind, skill[r_idx], avg[ccols], low[ccols],
+                                                 high[ccols])
+            contrib[:, 4] = fill[ccols] * w[4]
+            played = inp.played_game[pos[r_idx], inp.item_game_code[ccols]]
             picked.user_pos.append(pos[r_idx])
-            picked.item_idx.append(cols[chosen])
+            picked.item_idx.append(ccols)
             picked.blend.append(top_blend[r_idx, c_idx])
-            picked.signals.append(sig[:, r_idx, chosen].T)
-            picked.coplay.append(n_coplay[r_idx, chosen])
-            picked.skill.append(skill[r_idx])
-            picked.played.append(inp.played_game[pos[r_idx], inp.item_game_code[cols[chosen]]])
+            picked.reason.append(_reason_kind(contrib, n_coplay, has_history[pos[r_idx]],
+                                              played))
+            picked.coplay.append(n_coplay.astype(np.int32))
+            picked.skill.append(skill[r_idx].astype(np.int32))
     return picked
 
 
@@ -445,11 +471,15 @@ def build_reasons(
     if n == 0:
         return np.zeros(0, dtype=object)
     templates = _TOURNAMENT_TEMPLATES if kind == "tournaments" else _TEAM_TEMPLATES
-    code = np.full(n, -1, dtype=np.int64)
-    for c, name in enumerate(_REASON_KINDS):
-        code[reason_kind == name] = c
-    if (code < 0).any():
-        raise ValueError(f"unknown reason kind(s): {set(reason_kind[code < 0].tolist())}")
+    reason_kind = np.asarray(reason_kind)
+    if np.issubdtype(reason_kind.dtype, np.integer):
+        code = reason_kind.astype(np.int64)
+    else:
+        code = np.full(n, -1, dtype=np.int64)
+        for c, name in enumerate(_REASON_KINDS):
+            code[reason_kind == name] = c
+    if ((code < 0) | (code >= len(_REASON_KINDS))).any():
+        raise ValueError("unknown reason kind(s)")
     item_part = np.where(code == 0, 0, np.asarray(item_idx, dtype=np.int64) + 1)
     value = np.where(code == 0, np.asarray(coplay, dtype=np.int64),
                      np.where(code == 1, np.asarray(skill, dtype=np.int64), 0))
@@ -476,21 +506,25 @@ def build_reasons(
     return np.asarray(sentences, dtype=object)[codes]
 
 
+# SIGNALS order (affinity, collaborative, coplay, skill, popularity) -> _REASON_KINDS index
+_SIGNAL_TO_REASON = np.array([2, 3, 0, 1, 4], dtype=np.int8)
+
+
 def _reason_kind(
     signals: np.ndarray, coplay: np.ndarray, has_history: np.ndarray, played_game: np.ndarray
 ) -> np.ndarray:
-    """Co-play when there is any; otherwise the largest weighted contribution among the rest.
+    """Index into `_REASON_KINDS`: co-play when there is any, otherwise the largest weighted
+    contribution among the rest.
 
     Affinity is only a reason when the user has history in that game, "players like you" only
     when the user has any history: a cold-start user sees skill / popularity reasons.
     """
-    names = np.asarray(SIGNALS, dtype=object)
-    contrib = signals.copy()
+    contrib = np.array(signals, dtype=np.float32, copy=True)
     contrib[:, 2] = -1.0  # co-play handled explicitly below
     contrib[~played_game, 0] = -1.0
     contrib[~has_history, 1] = -1.0
-    kind = names[np.argmax(contrib, axis=1)]
-    return np.where(coplay >= 1, "coplay", kind)
+    kind = _SIGNAL_TO_REASON[np.argmax(contrib, axis=1)]
+    return np.where(np.asarray(coplay) >= 1, np.int8(0), kind).astype(np.int8)
 
 
 # --- the entry point ---------------------------------------------------------------------------
@@ -626,11 +660,8 @@ def _recommend(
         [x_t[:, np.flatnonzero(t_status_ok & t_small)], x_m[:, np.flatnonzero(m_small)]],
         format="csr",
     )
-    attached = sp.hstack([r_t, r_m], format="csr")
-    coplay = coplay_counts(contexts, attached, scored_rows, params.max_batch_cells)
-    coplay = sp.csc_matrix(coplay)
-    t_coplay = sp.csr_matrix(coplay[:, : len(t_items)])
-    m_coplay = sp.csr_matrix(coplay[:, len(t_items):])
+    t_coplay, m_coplay = coplay_counts(contexts, [r_t, r_m], scored_rows,
+                                       params.max_batch_cells)
     timings["coplay"] = time.perf_counter() - t0
 
     # Score each kind by (game, region) group.
@@ -655,7 +686,7 @@ def _recommend(
         picked = _score_kind(
             inp, scored_rows=scored_rows, user_regions=user_regions, profile_pos=prof_pos,
             profile_game=prof_game, profile_skill=prof_skill, user_factors=user_factors,
-            params=params,
+            has_history=has_history, params=params,
         )
         covered[kind] = (
             len(np.unique(np.concatenate(picked.users_with_candidates)))
@@ -698,14 +729,13 @@ def _assemble(
     user_pos = np.concatenate(picked.user_pos)
     item_idx = np.concatenate(picked.item_idx)
     blend = np.concatenate(picked.blend)
-    signals = np.concatenate(picked.signals)
+    reason = np.concatenate(picked.reason)
     coplay = np.concatenate(picked.coplay)
     skill = np.concatenate(picked.skill)
-    played = np.concatenate(picked.played)
     keep, ranks = top_k_per_user(user_pos, blend, params.top_k)
     user_pos, item_idx, blend = user_pos[keep], item_idx[keep], blend[keep]
     item_ids = items[item_column].to_numpy(dtype=np.int64)
-    reason_kind = _reason_kind(signals[keep], coplay[keep], has_history[user_pos], played[keep])
+    reason_kind = reason[keep]
     out = pd.DataFrame({
         "user_id": scored_ids[user_pos],
         item_column: item_ids[item_idx],
