@@ -14,6 +14,9 @@ import dagster as dg
 import numpy as np
 import pandas as pd
 
+from recs_pipeline.compute.quality import QualityEvaluation
+from recs_pipeline.compute.quality_gate import decide_gate
+
 # --- recommendations ---------------------------------------------------------------------------
 
 TOURNAMENT_RECOMMENDATIONS_KEY = dg.AssetKey("tournament_recommendations")
@@ -154,3 +157,97 @@ def summarize_recommendations(frame: pd.DataFrame, item_column: str, top_k: int)
         "rows_with_pii": int(email_like.sum()),
         "rows_bad_reason_length": int(((reason_len == 0) | (reason_len > 200)).sum()),
     }
+
+
+# --- recommendation quality gate ---------------------------------------------------------------
+# A blocking check on `recommendation_quality` (assets/quality.py). The published tables depend
+# on that asset, so when this check fails the publish step does not run and the published tables
+# stay as they were. Decision rules: `recs_pipeline.compute.quality_gate`.
+
+QUALITY_KEY = dg.AssetKey("recommendation_quality")
+# How far back to look for the last published run's quality figures.
+_PUBLISHED_RUNS_SCANNED = 20
+_QUALITY_RUNS_SCANNED = 200
+
+
+def ndcg_key(kind: str, k: int) -> str:
+    """Metadata key of a kind's model NDCG@k on `recommendation_quality`."""
+    return f"{kind}/ndcg@{k}"
+
+
+def users_key(kind: str) -> str:
+    return f"{kind}/users_evaluated"
+
+
+def last_published_quality(
+    instance: dg.DagsterInstance, current_run_id: str, k: int, min_users: int
+) -> tuple[dict[str, float] | None, str | None]:
+    """NDCG@k per kind of the most recent EARLIER run that published recommendations.
+
+    "Published" = `tournament_recommendations` was materialized in that run (the swap publishes
+    both kinds at once). Returns (None, None) without such a run, and (None, run id) when that
+    run has no quality figures (e.g. it predates the evaluation). A kind judged on fewer than
+    `min_users` users is left out: comparing with noise would make the gate flaky.
+    """
+    published = instance.fetch_materializations(
+        TOURNAMENT_RECOMMENDATIONS_KEY, limit=_PUBLISHED_RUNS_SCANNED
+    ).records
+    last_run = next((r.run_id for r in published if r.run_id != current_run_id), None)
+    if last_run is None:
+        return None, None
+    quality = instance.fetch_materializations(QUALITY_KEY, limit=_QUALITY_RUNS_SCANNED).records
+    record = next((r for r in quality if r.run_id == last_run), None)
+    if record is None or record.asset_materialization is None:
+        return None, last_run
+    meta = record.asset_materialization.metadata
+    previous: dict[str, float] = {}
+    for kind in _KEYS:
+        ndcg, users = meta.get(ndcg_key(kind, k)), meta.get(users_key(kind))
+        if ndcg is None or users is None or int(users.value) < min_users:
+            continue
+        previous[kind] = float(ndcg.value)
+    return previous, last_run
+
+
+@dg.asset_check(
+    asset=QUALITY_KEY,
+    name="quality_gate",
+    blocking=True,
+    description="Blocking: tonight's NDCG@K must not be below the popularity baseline, nor more "
+    "than max_relative_drop below the last published run's (per kind). Too little holdout data "
+    "or no earlier published run: passes, and says so.",
+)
+def quality_gate(context, recommendation_quality) -> dg.AssetCheckResult:  # type: ignore[no-untyped-def]
+    """context: AssetCheckExecutionContext; recommendation_quality: QualityEvaluation (loaded
+    by the IO manager). Left unannotated: this module postpones annotations, and Dagster reads
+    `context` / input annotations as objects, not strings."""
+    evaluation: QualityEvaluation = recommendation_quality
+    k, gate = evaluation.report.k, evaluation.gate
+    previous, last_run = last_published_quality(
+        context.instance, context.run.run_id, k, gate.min_users
+    )
+    decision = decide_gate(evaluation.figures(), previous or None, gate)
+    context.log.info(f"quality gate: {'pass' if decision.passed else 'FAIL'}: {decision.summary}")
+    metadata: dict[str, Any] = {
+        "decision": "pass" if decision.passed else "fail",
+        "summary": decision.summary,
+        "last_published_run": last_run or "none",
+        "min_users": gate.min_users,
+        "max_relative_drop": dg.MetadataValue.float(gate.max_relative_drop),
+        "noise_z": dg.MetadataValue.float(gate.noise_z),
+    }
+    for verdict in decision.verdicts:
+        metadata[f"{verdict.kind}/verdict"] = verdict.reason
+        metadata[f"{verdict.kind}/judged"] = verdict.judged
+        if previous and verdict.kind in previous:
+            metadata[f"{verdict.kind}/last_published_ndcg@{k}"] = dg.MetadataValue.float(
+                previous[verdict.kind])
+    return dg.AssetCheckResult(
+        passed=decision.passed,
+        severity=dg.AssetCheckSeverity.ERROR,
+        description=decision.summary,
+        metadata=metadata,
+    )
+
+
+QUALITY_CHECKS = [quality_gate]

@@ -17,7 +17,7 @@ EXPECTED_APP_TABLES = {
 }
 EXPECTED_PIPELINE_ASSETS: set[str] = {
     "user_features", "tournament_candidates", "team_candidates", "tournament_recommendations",
-    "team_recommendations",
+    "team_recommendations", "recommendation_quality",
 }
 EXPECTED_JOBS: set[str] = {
     "dagster_housekeeping_job", "retention_purge_job", "achievements_job",

@@ -225,7 +225,9 @@ def recommendation_metadata(
             TOURNAMENT_RECOMMENDATIONS_KEY,
             group_name=RECOMMENDATIONS_GROUP,
             kinds={"sql"},
-            deps=["user_features", "tournament_candidates", "team_candidates"],
+            # recommendation_quality: its blocking quality_gate check runs before the publish.
+            deps=["user_features", "tournament_candidates", "team_candidates",
+                  "recommendation_quality"],
             description="Published table `tournament_recommendations`: top K eligible "
             "tournaments per user with score in (0, 1], rank 1..n, a readable reason and the "
             "model version. Swapped in atomically after the blocking checks pass.",
@@ -235,7 +237,9 @@ def recommendation_metadata(
             TEAM_RECOMMENDATIONS_KEY,
             group_name=RECOMMENDATIONS_GROUP,
             kinds={"sql"},
-            deps=["user_features", "tournament_candidates", "team_candidates"],
+            # recommendation_quality: its blocking quality_gate check runs before the publish.
+            deps=["user_features", "tournament_candidates", "team_candidates",
+                  "recommendation_quality"],
             description="Published table `team_recommendations`: top K eligible recruiting "
             "teams per user with score, rank, reason, model version. Swapped in atomically "
             "together with tournament_recommendations after the blocking checks pass.",

@@ -58,3 +58,15 @@ def test_decision_needs_every_kind() -> None:
 def test_config_validation(kwargs: dict[str, float]) -> None:
     with pytest.raises(ValueError):
         GateConfig(**kwargs)  # type: ignore[arg-type]
+
+
+def test_noise_margin_below_popularity() -> None:
+    # 0.50 vs 0.52 with stderr 0.015: 2 SE = 0.03 -> a tie, passes (and says so).
+    tie = judge_kind("tournaments", KindFigures(0.50, 0.52, 400, diff_stderr=0.015), None, CONFIG)
+    assert tie.passed and "within the noise margin 0.0300" in tie.reason
+    # 0.48 vs 0.52: below by 0.04 > 0.03 -> fails.
+    worse = judge_kind("tournaments", KindFigures(0.48, 0.52, 400, diff_stderr=0.015), None, CONFIG)
+    assert not worse.passed
+    # strict gate: noise_z = 0
+    strict = GateConfig(min_users=20, max_relative_drop=0.25, noise_z=0.0)
+    assert not judge_kind("t", KindFigures(0.50, 0.52, 400, diff_stderr=0.015), None, strict).passed
