@@ -6,8 +6,12 @@ BIN := $(VENV)/bin
 LOCAL := $(CURDIR)/.local
 DEMO_DB := $(LOCAL)/demo/app.db
 DEMO_USERS ?= 5000
-export DAGSTER_HOME ?= $(LOCAL)/dagster_home
-export RECS_DATABASE_URL ?= sqlite:///$(DEMO_DB)
+DEMO_DAGSTER_HOME := $(LOCAL)/dagster_home
+
+# The demo always uses the embedded defaults (never a DAGSTER_HOME or app URL from the shell);
+# the test targets see neither variable.
+demo-data demo-once demo: export DAGSTER_HOME := $(DEMO_DAGSTER_HOME)
+demo-data demo-once demo: export RECS_DATABASE_URL := sqlite:///$(DEMO_DB)
 
 .PHONY: install demo demo-once demo-data test lint pytest bench clean
 
@@ -21,8 +25,8 @@ install: $(BIN)/.installed
 
 # Fresh demo data (SQLite) and an embedded Dagster instance, both under the git-ignored .local/.
 demo-data: install
-	mkdir -p $(DAGSTER_HOME) $(LOCAL)/demo
-	test -f $(DAGSTER_HOME)/dagster.yaml || cp deploy/dagster_home/dagster.yaml $(DAGSTER_HOME)/dagster.yaml
+	mkdir -p $(DEMO_DAGSTER_HOME) $(LOCAL)/demo
+	test -f $(DEMO_DAGSTER_HOME)/dagster.yaml || cp deploy/dagster_home/dagster.yaml $(DEMO_DAGSTER_HOME)/dagster.yaml
 	rm -f $(DEMO_DB) $(DEMO_DB)-wal $(DEMO_DB)-shm
 	$(BIN)/recs-pipeline init-db
 	$(BIN)/recs-pipeline seed --users $(DEMO_USERS) --seed 42
@@ -39,7 +43,7 @@ lint: install
 	$(BIN)/ruff check .
 
 pytest: install
-	$(BIN)/python -m pytest -q -p no:cacheprovider $(PYTEST_ARGS)
+	env -u DAGSTER_HOME -u RECS_DATABASE_URL $(BIN)/python -m pytest -q -p no:cacheprovider $(PYTEST_ARGS)
 
 # The whole test suite: ruff, then pytest on SQLite and PostgreSQL.
 test: lint pytest

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
+from pathlib import Path
 
 import dagster as dg
 
 from recs_pipeline.definitions import defs
+
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
 
 # The snapshot: update deliberately when a definition is added or renamed.
 EXPECTED_APP_TABLES = {
@@ -50,14 +54,31 @@ def test_every_asset_has_a_description() -> None:
         assert node.description, f"{key.to_user_string()} has no description"
 
 
+def _cli_env() -> dict[str, str]:
+    # A CLI run from the repository root with no DAGSTER_HOME: a temporary instance.
+    return {k: v for k, v in os.environ.items() if k != "DAGSTER_HOME"}
+
+
 def test_dagster_definitions_validate_passes() -> None:
     result = subprocess.run(
         [sys.executable, "-m", "dagster", "definitions", "validate",
          "-m", "recs_pipeline.definitions"],
-        capture_output=True, text=True, timeout=180, check=False,
+        capture_output=True, text=True, timeout=180, check=False, env=_cli_env(),
+        cwd=PROJECT_ROOT,
     )
     assert result.returncode == 0, result.stdout + result.stderr
     assert "Validation successful" in result.stdout + result.stderr
+
+
+def test_dg_check_defs_passes() -> None:
+    dg_cli = Path(sys.executable).with_name("dg")
+    result = subprocess.run(
+        [str(dg_cli), "check", "defs"],
+        capture_output=True, text=True, timeout=180, check=False, env=_cli_env(),
+        cwd=PROJECT_ROOT,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "All definitions loaded successfully" in result.stdout + result.stderr
 
 
 def test_app_database_resource_is_bound() -> None:

@@ -135,6 +135,12 @@ def _seed_everything(engine: Engine, cutoff: datetime) -> None:
                 {"user_id": 2, item: 1, "rank": 1, "score": 0.5, "reason": "r",
                  "model_version": "v1", "generated_at": old}
             ])
+        # An old bucket-manifest row: the purge must leave it alone.
+        conn.execute(schema.recommendation_bucket_manifest.insert(), [
+            {"bucket": 0, "n_buckets": 8, "as_of": old, "model_version": "v1", "run_id": "r",
+             "users_scored": 3, "users_with_tournaments": 1, "users_with_teams": 0,
+             "tournament_rows": 1, "team_rows": 0, "written_at": old, "published_by_run": None}
+        ])
         # app_events: 1 old+processed, 2 old+unprocessed, 3 new+processed, 4 old+processed with
         # an unresolved dead letter, 5 old+processed with a resolved dead letter, 6..9 old and
         # processed (several batches), 10 new+unprocessed.
