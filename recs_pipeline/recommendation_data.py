@@ -200,10 +200,15 @@ def read_user_inputs(
     if user_ids is None:
         tour_scope = team_scope = sa.true()
     else:
+        # Only candidates in the scored users' games can be recommended to them, so only
+        # their registrants / members matter (keeps a one-user refresh small at 1M users).
+        their_games = sa.select(gp.c.game_id).where(_ids_filter(gp.c.user_id, user_ids))
+        m = schema.teams
         open_t = sa.select(tp.c.user_id).select_from(
             tp.join(t, t.c.id == tp.c.tournament_id)
-        ).where(t.c.status.in_(schema.OPEN_TOURNAMENT_STATUSES))
-        current = sa.select(tm.c.user_id).where(tm.c.left_at.is_(None))
+        ).where(t.c.status.in_(schema.OPEN_TOURNAMENT_STATUSES), t.c.game_id.in_(their_games))
+        current = sa.select(tm.c.user_id).select_from(tm.join(m, m.c.id == tm.c.team_id)).where(
+            tm.c.left_at.is_(None), m.c.game_id.in_(their_games))
 
         def scope(col: sa.ColumnElement) -> sa.ColumnElement:
             return sa.or_(_ids_filter(col, user_ids), col.in_(open_t), col.in_(current))
