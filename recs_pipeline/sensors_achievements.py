@@ -47,6 +47,7 @@ FIRST_TAG = "recs/achievements_first_event_id"
 LAST_TAG = "recs/achievements_last_event_id"
 COUNT_TAG = "recs/achievements_event_count"
 ENV_PREFIX = "RECS_ACHIEVEMENTS_"
+MAX_RUNTIME_TAG = "dagster/max_runtime"  # enforced by the daemon's run monitoring
 _MAX_OBSERVATIONS = 240
 
 
@@ -63,6 +64,10 @@ class AchievementSensorSettings:
     scan_window_ids: int = 100_000  # ids per anti-join query
     max_scan_ids_per_tick: int = 1_000_000
     in_flight_ttl_seconds: float = 600.0  # a requested batch with no run after this is re-planned
+    # A batch takes seconds; a run still STARTED after this was orphaned (its worker died with a
+    # host or daemon restart, which the default run launcher cannot detect). Run monitoring then
+    # fails it (`dagster/max_runtime`) and the next tick re-requests the batch.
+    max_run_seconds: int = 900
 
     def __post_init__(self) -> None:
         for f in fields(self):
@@ -259,7 +264,8 @@ def plan_tick(
             run_config={"ops": {"load_events": {"config": {
                 "event_id_ranges": [[first, last] for first, last in ranges]}}}},
             tags={**ACHIEVEMENTS_TAGS, BATCH_TAG: base, FIRST_TAG: str(batch[0]),
-                  LAST_TAG: str(batch[-1]), COUNT_TAG: str(len(batch))},
+                  LAST_TAG: str(batch[-1]), COUNT_TAG: str(len(batch)),
+                  MAX_RUNTIME_TAG: str(settings.max_run_seconds)},
         ))
         in_flight.append(InFlight(key, batch[0], batch[-1], now))
 

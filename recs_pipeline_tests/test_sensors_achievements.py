@@ -62,6 +62,8 @@ def test_batches_keys_cursor_and_in_flight(
     assert len(requests) == math.ceil(len(OUR_EVENTS) / 5) == 3
     assert _covered(requests) == [[[1, 5]], [[6, 11]], [[12, 14]]]
     assert [r.tags["recs/achievements_event_count"] for r in requests] == ["5", "5", "2"]
+    # orphaned runs are failed by run monitoring after the configured runtime
+    assert {r.tags["dagster/max_runtime"] for r in requests} == {str(FAST.max_run_seconds)}
     # deterministic: the same cursor plans the same runs, keys and config
     again = _tick(sensor, dagster_instance, app_db, None).run_requests or []
     assert [r.run_key for r in again] == [r.run_key for r in requests]

@@ -142,6 +142,15 @@ def deployment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]
         finally:
             engine.dispose()
         home = make_production_home(tmp / "dagster_home")
+        # Test cadence for run monitoring (production: 300 s start timeout, 60 s poll), so runs
+        # orphaned by the daemon restart are failed and re-requested within the test's budget.
+        instance_yaml = home / "dagster.yaml"
+        text = instance_yaml.read_text()
+        for prod, fast in (("start_timeout_seconds: 300", "start_timeout_seconds: 20"),
+                           ("poll_interval_seconds: 60", "poll_interval_seconds: 3")):
+            assert prod in text, prod
+            text = text.replace(prod, fast)
+        instance_yaml.write_text(text)
         env = process_env({
             **dagster_pg_env(dagster_db),
             "DAGSTER_HOME": str(home),
@@ -150,6 +159,7 @@ def deployment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]
             # Sensor cadence for the test; production keeps the default (docs/achievements.md).
             "RECS_ACHIEVEMENTS_MINIMUM_INTERVAL_SECONDS": "3",
             "RECS_ACHIEVEMENTS_BATCH_SIZE": "3",  # several runs, so the restart lands mid-way
+            "RECS_ACHIEVEMENTS_MAX_RUN_SECONDS": "30",  # orphaned runs fail fast (see above)
         })
         run_checked(["dagster", "instance", "migrate"], env)
         dep = Deployment(tmp=tmp, env=env, app_url=app_url, port=free_port())
