@@ -124,20 +124,67 @@ def to_utc_naive(values: pd.Series | Sequence[object]) -> pd.Series:
     return converted.dt.tz_localize(None).astype("datetime64[us]")
 
 
+def timestamp_bind(conn: Connection, value: datetime) -> sa.ColumnElement:
+    """A bound cutoff that compares correctly with stored timestamps on both backends.
+
+    SQLite stores ISO text with or without `.ffffff`; a whole-second cutoff as text without a
+    fraction orders correctly against both forms (`created_at >= cutoff`).
+    """
+    if conn.dialect.name == "sqlite":
+        return sa.literal(value.strftime("%Y-%m-%d %H:%M:%S"), sa.String())
+    return sa.literal(value.replace(microsecond=0), sa.DateTime())
+
+
 def read_frame(
     conn: Connection,
     statement: sa.sql.Executable,
     *,
     timestamp_columns: Iterable[str] = (),
 ) -> pd.DataFrame:
-    """Run a Core statement and return a DataFrame; named timestamp columns become naive UTC."""
+    """Run a Core statement and return a DataFrame; named timestamp columns become naive UTC.
+
+    The statement is executed by SQLAlchemy (bound parameters as usual); the rows are fetched as
+    the driver's plain tuples and built into columns. SQLAlchemy `Row` objects cost ~15 us per
+    row (15 s per million at 1M users) and `pd.DataFrame(rows)` on them is slower still. Values
+    are therefore the driver's: SQLite booleans are 0/1, SQLite timestamps are text until
+    normalised through `timestamp_columns`.
+    """
     result = conn.execute(statement)
-    frame = pd.DataFrame(result.fetchall(), columns=list(result.keys()))
+    names = list(result.keys())
+    rows = result.cursor.fetchall()  # type: ignore[attr-defined]
+    result.close()
+    columns = list(zip(*rows, strict=True)) if rows else [() for _ in names]
+    frame = pd.DataFrame({n: list(c) for n, c in zip(names, columns, strict=True)})
     for column in timestamp_columns:
         frame[column] = to_utc_naive(frame[column]) if len(frame) else frame[column].astype(
             "datetime64[us]"
         )
     return frame
+
+
+def read_int_frame(conn: Connection, statement: sa.Select) -> pd.DataFrame:
+    """An integer-only result as a DataFrame; PostgreSQL streams it with COPY (fast at 10M rows)."""
+    names = [c.name for c in statement.selected_columns]
+    if not is_postgres(conn):
+        result = conn.execute(statement)
+        return pd.DataFrame(result.cursor.fetchall(), columns=names, dtype="int64")  # type: ignore[attr-defined]
+    sql = str(statement.compile(dialect=conn.dialect, compile_kwargs={"literal_binds": True}))
+    buffer = io.BytesIO()
+    cursor = conn.connection.driver_connection.cursor()
+    try:
+        copy_sql = f"COPY ({sql}) TO STDOUT WITH (FORMAT csv)"
+        if hasattr(cursor, "copy_expert"):  # psycopg2
+            cursor.copy_expert(copy_sql, buffer)
+        else:  # psycopg 3
+            with cursor.copy(copy_sql) as copy:
+                for chunk in copy:
+                    buffer.write(chunk)
+    finally:
+        cursor.close()
+    buffer.seek(0)
+    if buffer.getbuffer().nbytes == 0:
+        return pd.DataFrame({n: pd.Series(dtype="int64") for n in names})
+    return pd.read_csv(buffer, header=None, names=names, dtype="int64", engine="c")
 
 
 # --- Bulk writes ----------------------------------------------------------------------------

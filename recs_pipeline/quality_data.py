@@ -43,13 +43,11 @@ from recs_pipeline.compute.candidates import (
     build_tournament_candidates,
 )
 from recs_pipeline.compute.features import UserFeatureSet
-from recs_pipeline.db import read_frame
+from recs_pipeline.db import read_frame, read_int_frame, timestamp_bind
 from recs_pipeline.recommendation_data import (
     ACTIVITY_WINDOWS_DAYS,
     UserInputs,
     build_user_feature_set,
-    read_int_frame,
-    timestamp_bind,
 )
 
 

@@ -12,7 +12,6 @@ team, which is all the co-play and collaborative signals need about other users.
 
 from __future__ import annotations
 
-import io
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -32,83 +31,9 @@ from recs_pipeline.compute.features import (
     add_tournament_attributes,
     build_user_features,
 )
-from recs_pipeline.db import is_postgres, to_utc_naive
+from recs_pipeline.db import read_frame, read_int_frame, timestamp_bind
 
 ACTIVITY_WINDOWS_DAYS = (7, 30, 90)
-
-
-def timestamp_bind(conn: Connection, value: datetime) -> sa.ColumnElement:
-    """A bound cutoff that compares correctly with stored timestamps on both backends.
-
-    SQLite stores ISO text with or without `.ffffff`; a whole-second cutoff as text without a
-    fraction orders correctly against both forms (`created_at >= cutoff`).
-    """
-    if conn.dialect.name == "sqlite":
-        return sa.literal(value.strftime("%Y-%m-%d %H:%M:%S"), sa.String())
-    return sa.literal(value.replace(microsecond=0), sa.DateTime())
-
-
-def read_frame(
-    conn: Connection, statement: sa.Select, *, timestamp_columns: Sequence[str] = ()
-) -> pd.DataFrame:
-    """A Core SELECT as a DataFrame, built column-wise from the driver's plain tuples.
-
-    The statement is SQLAlchemy Core with bound parameters; only the fetch bypasses SQLAlchemy's
-    `Row` objects (they cost ~15 us per row: 15 s per million, the bulk of the read at 1M users,
-    and `pd.DataFrame(rows)` on them is slower still).
-    """
-    names, rows = _raw_fetch(conn, statement)
-    columns = list(zip(*rows, strict=True)) if rows else [() for _ in names]
-    frame = pd.DataFrame({n: list(c) for n, c in zip(names, columns, strict=True)})
-    for column in timestamp_columns:
-        frame[column] = (to_utc_naive(frame[column]) if len(frame)
-                         else frame[column].astype("datetime64[us]"))
-    return frame
-
-
-def _raw_fetch(conn: Connection, statement: sa.Select) -> tuple[list[str], list[tuple]]:
-    compiled = statement.compile(dialect=conn.dialect,
-                                 compile_kwargs={"render_postcompile": True})
-    params = compiled.construct_params()
-    processors = compiled._bind_processors  # e.g. SQLite's Boolean -> int
-    params = {k: (processors[k](v) if k in processors else v) for k, v in params.items()}
-    if conn.dialect.paramstyle in ("qmark", "numeric"):
-        args: object = tuple(params[k] for k in compiled.positiontup or ())
-    else:
-        args = params
-    cursor = conn.connection.driver_connection.cursor()
-    try:
-        cursor.execute(str(compiled), args)
-        names = [d[0] for d in cursor.description]
-        rows = cursor.fetchall()
-    finally:
-        cursor.close()
-    return names, rows
-
-
-def read_int_frame(conn: Connection, statement: sa.Select) -> pd.DataFrame:
-    """An integer-only result as a DataFrame; PostgreSQL streams it with COPY (fast at 10M rows)."""
-    names = [c.name for c in statement.selected_columns]
-    if not is_postgres(conn):
-        result = conn.execute(statement)
-        return pd.DataFrame(result.fetchall(), columns=names, dtype="int64")
-    sql = str(statement.compile(dialect=conn.dialect, compile_kwargs={"literal_binds": True}))
-    buffer = io.BytesIO()
-    cursor = conn.connection.driver_connection.cursor()
-    try:
-        copy_sql = f"COPY ({sql}) TO STDOUT WITH (FORMAT csv)"
-        if hasattr(cursor, "copy_expert"):  # psycopg2
-            cursor.copy_expert(copy_sql, buffer)
-        else:  # psycopg 3
-            with cursor.copy(copy_sql) as copy:
-                for chunk in copy:
-                    buffer.write(chunk)
-    finally:
-        cursor.close()
-    buffer.seek(0)
-    if buffer.getbuffer().nbytes == 0:
-        return pd.DataFrame({n: pd.Series(dtype="int64") for n in names})
-    return pd.read_csv(buffer, header=None, names=names, dtype="int64", engine="c")
 
 
 def _ids_filter(column: sa.ColumnElement, user_ids: Sequence[int] | None) -> sa.ColumnElement:

@@ -119,7 +119,7 @@ def baseline_refresh_user(conn: Any, user_id: int, now: datetime, k: int = 10) -
     import sqlalchemy as sa
 
     from recs_pipeline import schema
-    from recs_pipeline.recommendation_data import timestamp_bind
+    from recs_pipeline.db import timestamp_bind
 
     u, gp, t, tp = schema.users, schema.game_profiles, schema.tournaments, \
         schema.tournament_participants

@@ -51,13 +51,12 @@ from recs_pipeline.compute.buckets import NUM_BUCKETS, bucket_index, bucket_key,
 from recs_pipeline.compute.candidates import CandidateSet
 from recs_pipeline.compute.features import UserFeatureSet
 from recs_pipeline.compute.scoring import Recommendations, ScoringParams, recommend
-from recs_pipeline.db import bulk_insert, to_utc_naive, utc_now
+from recs_pipeline.db import bulk_insert, read_frame, to_utc_naive, utc_now
 from recs_pipeline.publish import KINDS, TEAMS, TOURNAMENTS, RecommendationKind
 from recs_pipeline.recommendation_data import (
     build_user_feature_set,
     load_team_candidates,
     load_tournament_candidates,
-    read_frame,
     read_user_inputs,
 )
 from recs_pipeline.recommendation_run import stage_check_publish
