@@ -81,6 +81,20 @@ P_FOLLOW_SLOT = 0.70
 GAME_WEIGHTS = (0.74, 0.20, 0.06)  # primary, secondary, tertiary game
 P_SOCIAL = 0.55  # share of users in a friend group
 GROUP_SIZES = ((2, 3, 4, 5, 6), (0.3, 0.25, 0.2, 0.15, 0.1))
+# Listings: a real platform runs many concurrent cups per game and region, most far from full.
+# The demand-based count (~80 % fill) is what a platform of REFERENCE_USERS runs; a smaller one
+# lists relatively more (fill falls with the user base, ~10 % at 5k users), so even the demo's
+# users have tens of eligible open tournaments / recruiting teams and ranking matters.
+REFERENCE_USERS = 1_000_000
+TOURNAMENT_LISTING_EXPONENT = 0.4  # x8.3 tournaments at 5k users, x3.3 at 50k, x1 at 1M
+TEAM_LISTING_EXPONENT = 0.35  # x6.4 founded teams at 5k users, x2.9 at 50k, x1 at 1M
+# People don't pick a cup because it is big: capacity enters a choice only mildly.
+CAPACITY_EXPONENT = 0.25
+SIZE_MIX_EXPONENT = 0.5  # share of a size class among tournaments ~ preference / seats ** this
+# Teams: joiners look for a team at their level (captain's skill tier) most of the time.
+TEAM_SKILL_TIERS = (1250, 1500, 1750)
+P_FOLLOW_TEAM_TIER = 0.8
+P_JOIN_FRIENDS_TEAM = 0.6  # a captain's friends join the team they founded
 
 DAY = 86_400
 HOUR = 3_600
@@ -247,6 +261,7 @@ class Population:
     size_pref: np.ndarray
     slot_pref: np.ndarray
     p_global: np.ndarray
+    p_banded: np.ndarray  # how often the user looks for a skill-banded (not open) tournament
     group: np.ndarray  # group id or -1
     group_leader: np.ndarray  # user index of each group's leader
     group_start: np.ndarray  # first member position in group_members
@@ -317,10 +332,13 @@ def _population(config: SeedConfig, now: int) -> Population:
         size_pref[cand] = np.where(adopt, size_pref[leader_of], size_pref[cand])
         adopt = rng.random(len(cand)) < 0.7
         slot_pref[cand] = np.where(adopt, slot_pref[leader_of], slot_pref[cand])
+    # Own stream, so adding this taste did not reshuffle the draws above.
+    p_banded = config.rng("users.tastes").beta(0.7, 0.7, n)
     return Population(
         n=n, now=now, region=region, is_active=is_active, joined=joined, level=level,
         top_games=top_games, n_games=n_games, skill=skill, has_profile=has_profile,
-        size_pref=size_pref, slot_pref=slot_pref, p_global=p_global, group=group,
+        size_pref=size_pref, slot_pref=slot_pref, p_global=p_global, p_banded=p_banded,
+        group=group,
         group_leader=group_leader, group_start=group_start, group_members=cand,
     )
 
@@ -391,7 +409,7 @@ def _teams(config: SeedConfig, pop: Population) -> Teams:
     group_ids = np.flatnonzero(forms)
     # 2. Other teams founded by random users with a profile.
     with_profile = np.flatnonzero(pop.n_games > 0)
-    n_extra = max(3, n // 45)
+    n_extra = max(3, int(n // 45 * listing_boost(n, TEAM_LISTING_EXPONENT)))
     extra_captains = rng.choice(with_profile, size=n_extra) if len(with_profile) else np.zeros(
         0, dtype=np.int64)
     captain = np.r_[pop.group_leader[group_ids], extra_captains].astype(np.int64)
@@ -422,13 +440,36 @@ def _teams(config: SeedConfig, pop: Population) -> Teams:
     grp_users_ok = pop.has_profile[grp_users, game[grp_teams]]
     grp_users, grp_teams = grp_users[grp_users_ok], grp_teams[grp_users_ok]
 
+    # Friends of a captain who founded a team on their own often join it (co-play, not size).
+    t_rng = config.rng("teams.tastes")
+    own_team = np.flatnonzero(pop.group[captain] >= 0)
+    own_team = own_team[~np.isin(own_team, new_index[: len(group_ids)])]
+    cap_gid = pop.group[captain[own_team]]
+    f_len = gsize[cap_gid]
+    f_team = np.repeat(own_team, f_len)
+    f_offs = np.arange(len(f_team)) - np.repeat(np.cumsum(f_len) - f_len, f_len)
+    f_user = pop.group_members[pop.group_start[np.repeat(cap_gid, f_len)] + f_offs]
+    f_ok = ((f_user != captain[f_team]) & pop.has_profile[f_user, game[f_team]]
+            & (t_rng.random(len(f_team)) < P_JOIN_FRIENDS_TEAM))
+    grp_users, grp_teams = np.r_[grp_users, f_user[f_ok]], np.r_[grp_teams, f_team[f_ok]]
+
+    # Solo joins: the user's game and region, a team at the user's level (the captain's skill
+    # tier) most of the time; team size is only a mild factor.
     joiners = np.flatnonzero((pop.n_games > 0) & (rng.random(n) < 0.3))
     attempts = 1 + rng.poisson(0.4, len(joiners))
     solo_users = np.repeat(joiners, attempts)
     solo_game = _choose_game(rng, solo_users, pop.top_games, pop.n_games)
-    item_keys = game * 10 + region
-    solo_keys = solo_game * 10 + pop.region[solo_users]
-    picked = _weighted_pick(item_keys, max_members.astype(np.float64), solo_keys, rng)
+    tiers = np.asarray(TEAM_SKILL_TIERS)
+    team_tier = np.searchsorted(tiers, pop.skill[captain, game], side="right")
+    user_tier = np.searchsorted(tiers, pop.skill[solo_users, solo_game], side="right")
+    user_tier = np.where(t_rng.random(len(solo_users)) < P_FOLLOW_TEAM_TIER, user_tier,
+                         t_rng.integers(0, len(tiers) + 1, len(solo_users)))
+    team_weight = max_members.astype(np.float64) ** CAPACITY_EXPONENT
+    picked = _weighted_pick((game * 10 + region) * 10 + team_tier, team_weight,
+                            (solo_game * 10 + pop.region[solo_users]) * 10 + user_tier, t_rng)
+    todo = picked < 0  # no team at that level: any team of the game and region
+    picked[todo] = _weighted_pick(game * 10 + region, team_weight,
+                                  solo_game[todo] * 10 + pop.region[solo_users[todo]], t_rng)
     ok = picked >= 0
     solo_users, solo_teams = solo_users[ok], picked[ok]
 
@@ -534,19 +575,28 @@ class Tournaments:
     completed: np.ndarray  # -1 = NULL
 
 
+def listing_boost(users: int, exponent: float) -> float:
+    """How many more listings than a REFERENCE_USERS platform's (per user) a platform lists."""
+    return max(1.0, (REFERENCE_USERS / users) ** exponent)
+
+
 def tournament_count(config: SeedConfig) -> int:
-    """Enough seats for the expected demand at ~80 % fill, per size class."""
+    """Enough seats for the expected demand at ~80 % fill per size class on a large platform,
+    times `listing_boost` on a smaller one (many concurrent cups, most far from full)."""
     mean_size = np.asarray([sum(c) / 2 for c in SIZE_CLASSES])
     demand = config.users * 3.4  # registrations per user that survive every filter (measured)
     per_class = demand * np.asarray(SIZE_PREF_P) / (0.8 * mean_size)
-    return max(60, int(np.ceil(per_class.sum())))
+    boost = listing_boost(config.users, TOURNAMENT_LISTING_EXPONENT)
+    return max(60, int(np.ceil(per_class.sum() * boost)))
 
 
 def _tournaments(config: SeedConfig, now: int) -> Tournaments:
     rng = config.rng("tournaments")
     t = tournament_count(config)
     mean_size = np.asarray([sum(c) / 2 for c in SIZE_CLASSES])
-    class_p = np.asarray(SIZE_PREF_P) / mean_size
+    # Fewer big cups than small ones, but not in proportion to seats: a Major draws a few times
+    # a Skirmish's registrations, not 16x (which would make raw popularity a size detector).
+    class_p = np.asarray(SIZE_PREF_P) / mean_size ** SIZE_MIX_EXPONENT
     class_p /= class_p.sum()
     game = rng.choice(len(GAMES), size=t, p=[x[2] for x in GAMES])
     region = rng.choice(len(REGIONS), size=t, p=TOURNAMENT_REGION_P)
@@ -670,16 +720,18 @@ def _pick_tournaments(
     return result
 
 
-def _request_band(rng: np.random.Generator, skill: np.ndarray) -> np.ndarray:
-    """The skill band a request looks for: open half the time, else one the skill fits in
-    (nominal bounds shrunk by the largest jitter, so the real band admits the user too)."""
+def _request_band(rng: np.random.Generator, skill: np.ndarray, p_banded: np.ndarray
+                  ) -> np.ndarray:
+    """The skill band a request looks for: with the user's own probability `p_banded` one the
+    skill fits in (nominal bounds shrunk by the largest jitter, so the real band admits the user
+    too), else an open one."""
     lo = np.asarray([-10**9 if b[0] is None else b[0] + 100 for b in SKILL_BANDS])
     hi = np.asarray([10**9 if b[1] is None else b[1] - 100 for b in SKILL_BANDS])
     fits = (skill[:, None] >= lo[None, :]) & (skill[:, None] <= hi[None, :])
     fits[:, 0] = False
     keys = np.where(fits, rng.random((len(skill), len(SKILL_BANDS))), -1.0)
     banded = keys.argmax(axis=1)
-    use_band = (rng.random(len(skill)) >= 0.5) & fits.any(axis=1)
+    use_band = (rng.random(len(skill)) < p_banded) & fits.any(axis=1)
     return np.where(use_band, banded, 0)
 
 
@@ -688,10 +740,11 @@ def _participants(
 ) -> pd.DataFrame:
     rng = config.rng("tournament_participants")
     now = pop.now
-    # Future tournaments have only had part of their registration window so far.
-    window = np.maximum(tour.closes - tour.created, 1)
-    elapsed = np.clip((np.minimum(tour.closes, now) - tour.created) / window, 0.0, 1.0)
-    weight = tour.max_participants * elapsed
+    # Inside a taste bucket a tournament draws registrations at a steady rate while its
+    # registration is open (the time it has been open so far, for future ones): a longer
+    # listing collects more, but a day of it is worth the same. Capacity is only a mild factor.
+    open_so_far = np.maximum(np.minimum(tour.closes, now) - tour.created, 0)
+    weight = tour.max_participants.astype(np.float64) ** CAPACITY_EXPONENT * open_so_far
 
     # Solo registrations: count ~ Poisson(mean * activity level), tastes per request.
     players = np.flatnonzero(pop.n_games > 0)
@@ -715,7 +768,7 @@ def _participants(
                         rng.integers(0, 3, m))
     req_slot = np.where(rng.random(m) < P_FOLLOW_SLOT, pop.slot_pref[req_user],
                         rng.integers(0, 4, m))
-    req_band = _request_band(rng, pop.skill[req_user, req_game])
+    req_band = _request_band(rng, pop.skill[req_user, req_game], pop.p_banded[req_user])
     picked = _pick_tournaments(rng, tour, weight, req_game, req_region, req_size, req_slot,
                                req_band)
 
