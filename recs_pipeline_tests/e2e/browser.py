@@ -31,8 +31,8 @@ CHROMIUM_FLAGS = (
     "--disable-dev-shm-usage",
     "--no-first-run",
     "--hide-scrollbars",
-    "--window-size=1600,1000",
 )
+DEFAULT_WINDOW = (1600, 1000)
 
 
 def chromium_binary() -> str:
@@ -45,17 +45,23 @@ def chromium_binary() -> str:
     return found
 
 
-def _chromium(args: list[str], profile: Path, timeout: float) -> subprocess.CompletedProcess[str]:
+def _chromium(
+    args: list[str], profile: Path, timeout: float, window: tuple[int, int] = DEFAULT_WINDOW
+) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [chromium_binary(), *CHROMIUM_FLAGS, f"--user-data-dir={profile}", *args],
+        [chromium_binary(), *CHROMIUM_FLAGS, f"--window-size={window[0]},{window[1]}",
+         f"--user-data-dir={profile}", *args],
         capture_output=True, text=True, timeout=timeout, check=False, start_new_session=True,
     )
 
 
-def capture(url: str, png: Path, profile: Path, budget_ms: int = 15000) -> str:
+def capture(
+    url: str, png: Path, profile: Path, budget_ms: int = 15000,
+    window: tuple[int, int] = DEFAULT_WINDOW,
+) -> str:
     """Screenshot `url` into `png` and return the rendered DOM (both after `budget_ms`)."""
     shot = _chromium(
-        [f"--screenshot={png}", f"--virtual-time-budget={budget_ms}", url], profile, 120
+        [f"--screenshot={png}", f"--virtual-time-budget={budget_ms}", url], profile, 120, window
     )
     assert png.exists() and png.stat().st_size > 10_000, f"no screenshot of {url}: {shot.stderr}"
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -178,14 +178,22 @@ def test_nightly_job_launched_over_graphql_succeeds(
 def test_ui_screenshots_show_no_errors(deployment: Deployment, nightly_run_id: str) -> None:
     tmp = deployment.tmp
     # The nightly job's page renders its asset graph (with the run's materializations).
-    graph_dom = capture(
+    job_dom = capture(
         f"{deployment.base_url}/locations/{LOCATION}/jobs/{NIGHTLY_JOB}",
-        tmp / "asset-graph.png", tmp / "chrome",
+        tmp / "job-page.png", tmp / "chrome",
     )
-    assert not ui_errors(graph_dom), ui_errors(graph_dom)
+    assert not ui_errors(job_dom), ui_errors(job_dom)
     # (--dump-dom renders a smaller viewport: only the graph's first column is in the DOM.)
     for text in (NIGHTLY_JOB, "user_features", "Materialized"):
-        assert text in graph_dom, text
+        assert text in job_dom, text
+    # The whole lineage of the group, app tables to published tables, for the README (tall
+    # window: the graph is laid out top to bottom).
+    graph_dom = capture(
+        f"{deployment.base_url}/locations/{LOCATION}/asset-groups/recommendations",
+        tmp / "asset-graph.png", tmp / "chrome", window=(1600, 2700),
+    )
+    assert not ui_errors(graph_dom), ui_errors(graph_dom)
+    assert "recommendations" in graph_dom
     _save_picture(tmp / "asset-graph.png", "asset-graph.png")
 
     run_dom = capture(
