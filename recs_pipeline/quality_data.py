@@ -30,7 +30,7 @@ item created later could not have been recommended) and to users scored at the c
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 
 import pandas as pd
 import sqlalchemy as sa
@@ -45,9 +45,10 @@ from recs_pipeline.compute.candidates import (
 from recs_pipeline.compute.features import UserFeatureSet
 from recs_pipeline.db import read_frame, read_int_frame, timestamp_bind
 from recs_pipeline.recommendation_data import (
-    ACTIVITY_WINDOWS_DAYS,
     UserInputs,
+    activity_counts_query,
     build_user_feature_set,
+    participation_query,
 )
 
 
@@ -83,7 +84,7 @@ def _status_at(conn: Connection, cutoff: datetime) -> sa.ColumnElement:
 
 def read_user_inputs_as_of(conn: Connection, cutoff: datetime) -> UserInputs:
     """`recommendation_data.UserInputs`, as they were at `cutoff` (see the module docstring)."""
-    u, gp, a = schema.users, schema.game_profiles, schema.activities
+    u, gp = schema.users, schema.game_profiles
     tp, t, tm = schema.tournament_participants, schema.tournaments, schema.team_members
     c = timestamp_bind(conn, cutoff)
     profile_before = (gp.c.user_id == u.c.id) & (gp.c.created_at < c)
@@ -101,31 +102,15 @@ def read_user_inputs_as_of(conn: Connection, cutoff: datetime) -> UserInputs:
                           .select_from(gp.join(u, u.c.id == gp.c.user_id))
                           .where(u.c.is_active == sa.true(), gp.c.created_at < c))
 
-    cut = {d: timestamp_bind(conn, cutoff - timedelta(days=d)) for d in ACTIVITY_WINDOWS_DAYS}
-    known = a.c.activity_type.in_(schema.KNOWN_ACTIVITY_TYPES)
-    window = (a.c.created_at >= cut[90]) & (a.c.created_at < c)
-    activity_counts = read_frame(conn, sa.select(
-        a.c.user_id,
-        *[sa.func.sum(sa.case((a.c.created_at >= cut[d], 1), else_=0)).label(f"activities_{d}d")
-          for d in ACTIVITY_WINDOWS_DAYS[:-1]],
-        sa.func.count().label("activities_90d"),
-        sa.func.max(a.c.created_at).label("last_activity_at"),
-    ).where(window, known).group_by(a.c.user_id), timestamp_columns=["last_activity_at"])
-    unknown = conn.execute(sa.select(a.c.activity_type, sa.func.count())
-                           .where(window, ~known).group_by(a.c.activity_type)).all()
+    activity_counts = read_frame(
+        conn, activity_counts_query(conn, cutoff, True, sa.true(), exclude_after_now=True),
+        timestamp_columns=["last_activity_at"])
+    unknown = conn.execute(
+        activity_counts_query(conn, cutoff, False, sa.true(), exclude_after_now=True)).all()
 
     completed = t.c.completed_at.is_not(None) & (t.c.completed_at < c) & (t.c.status != "cancelled")
     registered_before = tp.c.registered_at < c
-    participation = read_frame(conn, sa.select(
-        tp.c.user_id,
-        sa.func.count().label("tournaments_registered"),
-        sa.func.sum(sa.case((completed, 1), else_=0)).label("tournaments_played"),
-        sa.func.sum(sa.case((completed & (tp.c.placement == 1), 1), else_=0))
-        .label("tournaments_won"),
-        sa.func.sum(sa.case((completed & (tp.c.placement <= 3), 1), else_=0))
-        .label("podium_finishes"),
-    ).select_from(tp.join(t, t.c.id == tp.c.tournament_id))
-      .where(registered_before).group_by(tp.c.user_id))
+    participation = read_frame(conn, participation_query(completed, registered_before))
     team_counts = read_frame(conn, sa.select(
         tm.c.user_id, sa.func.count(sa.distinct(tm.c.team_id)).label("teams_joined"),
     ).where(tm.c.joined_at < c).group_by(tm.c.user_id))

@@ -63,6 +63,45 @@ class UserInputs:
     population: dict[str, int] = field(default_factory=dict)
 
 
+def activity_counts_query(
+    conn: Connection, now: datetime, known: bool, where: sa.ColumnElement,
+    *, exclude_after_now: bool = False,
+) -> sa.Select:
+    """Per user (known activity types) or per type (unknown ones): activities since 90 days
+    before `now` (plus 7/30-day counts and the last time for known types), aggregated in SQL.
+    `exclude_after_now` also drops rows at or after `now` (an evaluation as of a past cutoff)."""
+    a = schema.activities
+    cut = {d: timestamp_bind(conn, now - timedelta(days=d)) for d in ACTIVITY_WINDOWS_DAYS}
+    is_known = a.c.activity_type.in_(schema.KNOWN_ACTIVITY_TYPES)
+    window = a.c.created_at >= cut[90]
+    if exclude_after_now:
+        window = window & (a.c.created_at < timestamp_bind(conn, now))
+    if not known:
+        return (sa.select(a.c.activity_type, sa.func.count())
+                .where(window, ~is_known, where).group_by(a.c.activity_type))
+    return sa.select(
+        a.c.user_id,
+        *[sa.func.sum(sa.case((a.c.created_at >= cut[d], 1), else_=0)).label(f"activities_{d}d")
+          for d in ACTIVITY_WINDOWS_DAYS[:-1]],
+        sa.func.count().label("activities_90d"),
+        sa.func.max(a.c.created_at).label("last_activity_at"),
+    ).where(window, is_known, where).group_by(a.c.user_id)
+
+
+def participation_query(completed: sa.ColumnElement, where: sa.ColumnElement) -> sa.Select:
+    """Per user: tournaments registered, played (`completed`), won and podium finishes."""
+    tp, t = schema.tournament_participants, schema.tournaments
+    return sa.select(
+        tp.c.user_id,
+        sa.func.count().label("tournaments_registered"),
+        sa.func.sum(sa.case((completed, 1), else_=0)).label("tournaments_played"),
+        sa.func.sum(sa.case((completed & (tp.c.placement == 1), 1), else_=0))
+        .label("tournaments_won"),
+        sa.func.sum(sa.case((completed & (tp.c.placement <= 3), 1), else_=0))
+        .label("podium_finishes"),
+    ).select_from(tp.join(t, t.c.id == tp.c.tournament_id)).where(where).group_by(tp.c.user_id)
+
+
 def read_user_inputs(
     conn: Connection, now: datetime, user_ids: Sequence[int] | None = None
 ) -> UserInputs:
@@ -88,32 +127,13 @@ def read_user_inputs(
                           .where(u.c.is_active == sa.true(), _ids_filter(gp.c.user_id, user_ids)))
 
     # Activity counts over 7/30/90 days, aggregated by the database (known types only).
-    cut = {d: timestamp_bind(conn, now - timedelta(days=d)) for d in ACTIVITY_WINDOWS_DAYS}
-    known = a.c.activity_type.in_(schema.KNOWN_ACTIVITY_TYPES)
-    activity_counts = read_frame(conn, sa.select(
-        a.c.user_id,
-        *[sa.func.sum(sa.case((a.c.created_at >= cut[d], 1), else_=0)).label(f"activities_{d}d")
-          for d in ACTIVITY_WINDOWS_DAYS[:-1]],
-        sa.func.count().label("activities_90d"),
-        sa.func.max(a.c.created_at).label("last_activity_at"),
-    ).where(a.c.created_at >= cut[90], known, _ids_filter(a.c.user_id, user_ids))
-      .group_by(a.c.user_id), timestamp_columns=["last_activity_at"])
-    unknown = conn.execute(sa.select(a.c.activity_type, sa.func.count())
-                           .where(a.c.created_at >= cut[90], ~known,
-                                  _ids_filter(a.c.user_id, user_ids))
-                           .group_by(a.c.activity_type)).all()
+    scope = _ids_filter(a.c.user_id, user_ids)
+    activity_counts = read_frame(conn, activity_counts_query(conn, now, True, scope),
+                                 timestamp_columns=["last_activity_at"])
+    unknown = conn.execute(activity_counts_query(conn, now, False, scope)).all()
 
-    completed = t.c.status == "completed"
-    participation = read_frame(conn, sa.select(
-        tp.c.user_id,
-        sa.func.count().label("tournaments_registered"),
-        sa.func.sum(sa.case((completed, 1), else_=0)).label("tournaments_played"),
-        sa.func.sum(sa.case((completed & (tp.c.placement == 1), 1), else_=0))
-        .label("tournaments_won"),
-        sa.func.sum(sa.case((completed & (tp.c.placement <= 3), 1), else_=0))
-        .label("podium_finishes"),
-    ).select_from(tp.join(t, t.c.id == tp.c.tournament_id))
-      .where(_ids_filter(tp.c.user_id, user_ids)).group_by(tp.c.user_id))
+    participation = read_frame(conn, participation_query(
+        t.c.status == "completed", _ids_filter(tp.c.user_id, user_ids)))
     team_counts = read_frame(conn, sa.select(
         tm.c.user_id, sa.func.count(sa.distinct(tm.c.team_id)).label("teams_joined"),
     ).where(_ids_filter(tm.c.user_id, user_ids)).group_by(tm.c.user_id))
