@@ -30,7 +30,8 @@ POSTGRES_HOST = os.environ.get("RECS_TEST_POSTGRES_HOST", "127.0.0.1:5432")
 BACKENDS = ("sqlite", "postgresql")
 
 
-def _admin_execute(sql: str) -> None:
+def admin_execute(sql: str) -> None:
+    """Run one statement on the server's maintenance database (autocommit: CREATE DATABASE)."""
     conn = psycopg2.connect(POSTGRES_ADMIN_DSN)
     conn.autocommit = True
     try:
@@ -45,7 +46,7 @@ def postgres_database() -> Iterator[str]:
     """A fresh PostgreSQL database for this pytest process; yields its name."""
     name = f"recs_test_{os.getpid()}_{uuid.uuid4().hex[:8]}"
     try:
-        _admin_execute(f'CREATE DATABASE "{name}"')
+        admin_execute(f'CREATE DATABASE "{name}"')
     except psycopg2.OperationalError as exc:
         pytest.fail(
             f"PostgreSQL is not reachable ({POSTGRES_ADMIN_DSN}): {exc}. Start it with "
@@ -53,7 +54,7 @@ def postgres_database() -> Iterator[str]:
             pytrace=False,
         )
     yield name
-    _admin_execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    admin_execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 def postgres_url(database: str, driver: str = "psycopg") -> str:

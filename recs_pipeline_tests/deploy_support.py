@@ -18,23 +18,11 @@ from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
 from pathlib import Path
 
-import psycopg2
-
-from recs_pipeline_tests.conftest import POSTGRES_ADMIN_DSN, POSTGRES_HOST
+from recs_pipeline_tests.conftest import POSTGRES_HOST, admin_execute
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 PRODUCTION_INSTANCE_YAML = REPO_ROOT / "deploy" / "production" / "dagster.yaml"
 VENV_BIN = Path(sys.executable).parent
-
-
-def admin_execute(sql: str) -> None:
-    conn = psycopg2.connect(POSTGRES_ADMIN_DSN)
-    conn.autocommit = True
-    try:
-        with conn.cursor() as cur:
-            cur.execute(sql)
-    finally:
-        conn.close()
 
 
 @contextmanager
