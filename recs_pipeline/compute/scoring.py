@@ -296,6 +296,7 @@ def _score_kind(
         onehot[offset + codes, np.arange(len(items))] = 1.0
         offset += matrix.shape[1]
     attached_csc = inp.attached.tocsc()
+    tie_step = 1e-7 / max(len(items), 1)  # all tie-breaks together stay below the 1e-6 grid
     groups = pd.DataFrame(
         {"pos": profile_pos, "game": profile_game, "region": user_regions[profile_pos]}
     ).groupby(["game", "region"], sort=True).indices
@@ -333,6 +334,11 @@ def _score_kind(
             blend[~skill_in_band(skill, g_low, g_high)] = -np.inf
             registered = sp.coo_matrix(attached_cols[rows])
             blend[registered.row, registered.col] = -np.inf
+            # A ranking that does not depend on which users share the batch (the bucketed
+            # refresh scores subsets): float32 products of differently shaped batches differ in
+            # the last bits, so compare blends on a 1e-6 grid and break exact ties by candidate
+            # index (the earlier-listed candidate first).
+            blend = np.round(blend.astype(np.float64), 6) - cols[None, :] * tie_step
             eligible_any = np.isfinite(blend).any(axis=1)
             picked.users_with_candidates.append(pos[eligible_any])
             if not eligible_any.any():
