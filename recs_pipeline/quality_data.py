@@ -49,6 +49,7 @@ from recs_pipeline.recommendation_data import (
     activity_counts_query,
     build_user_feature_set,
     participation_query,
+    team_candidates_query,
 )
 
 
@@ -172,19 +173,10 @@ def read_team_candidates_as_of(
     conn: Connection, cutoff: datetime
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Teams that existed at the cutoff, with their members at the cutoff."""
-    m, tm, gp, g = schema.teams, schema.team_members, schema.game_profiles, schema.games
+    m, tm = schema.teams, schema.team_members
     c = timestamp_bind(conn, cutoff)
     member_then = (tm.c.joined_at < c) & (tm.c.left_at.is_(None) | (tm.c.left_at >= c))
-    frame = read_frame(conn, sa.select(
-        m.c.id.label("team_id"), m.c.game_id, g.c.name.label("game_name"), m.c.region,
-        m.c.max_members, m.c.is_recruiting,
-        sa.func.count(sa.distinct(tm.c.user_id)).label("members"),
-        sa.func.avg(gp.c.skill_rating).label("avg_skill"),
-    ).select_from(
-        m.outerjoin(g, g.c.id == m.c.game_id)
-        .outerjoin(tm, (tm.c.team_id == m.c.id) & member_then)
-        .outerjoin(gp, (gp.c.user_id == tm.c.user_id) & (gp.c.game_id == m.c.game_id))
-    ).where(m.c.created_at < c).group_by(m.c.id, g.c.name))
+    frame = read_frame(conn, team_candidates_query(member_then, m.c.created_at < c))
     members = read_int_frame(conn, sa.select(tm.c.team_id, tm.c.user_id).where(member_then)
                              .distinct())
     return frame, members

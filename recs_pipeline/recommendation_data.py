@@ -232,20 +232,32 @@ def read_tournament_candidates(conn: Connection) -> tuple[pd.DataFrame, pd.DataF
     return frame, registrations
 
 
-def read_team_candidates(conn: Connection) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Teams with current member counts and members' mean skill, and current memberships."""
+def team_candidates_query(
+    is_member: sa.ColumnElement, where: sa.ColumnElement | None = None
+) -> sa.Select:
+    """Per team (optionally filtered by `where`): game, region, capacity, recruiting flag, the
+    number of members (`is_member` rows of team_members) and their mean skill in the game."""
     m, tm, gp, g = schema.teams, schema.team_members, schema.game_profiles, schema.games
-    current = tm.c.left_at.is_(None)
-    frame = read_frame(conn, sa.select(
+    query = sa.select(
         m.c.id.label("team_id"), m.c.game_id, g.c.name.label("game_name"), m.c.region,
         m.c.max_members, m.c.is_recruiting,
         sa.func.count(sa.distinct(tm.c.user_id)).label("members"),
         sa.func.avg(gp.c.skill_rating).label("avg_skill"),
     ).select_from(
         m.outerjoin(g, g.c.id == m.c.game_id)
-        .outerjoin(tm, (tm.c.team_id == m.c.id) & current)
+        .outerjoin(tm, (tm.c.team_id == m.c.id) & is_member)
         .outerjoin(gp, (gp.c.user_id == tm.c.user_id) & (gp.c.game_id == m.c.game_id))
-    ).group_by(m.c.id, g.c.name))
+    )
+    if where is not None:
+        query = query.where(where)
+    return query.group_by(m.c.id, g.c.name)
+
+
+def read_team_candidates(conn: Connection) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Teams with current member counts and members' mean skill, and current memberships."""
+    tm = schema.team_members
+    current = tm.c.left_at.is_(None)
+    frame = read_frame(conn, team_candidates_query(current))
     members = read_int_frame(conn, sa.select(tm.c.team_id, tm.c.user_id).where(current))
     return frame, members
 
