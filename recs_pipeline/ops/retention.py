@@ -182,10 +182,6 @@ def _params(conn: Connection, info: _Schema, cutoff: datetime) -> dict[str, Any]
 def _begin_batch(conn: Connection) -> None:
     if is_postgres(conn):
         conn.execute(sa.text(f"SET LOCAL lock_timeout = '{POSTGRES_LOCK_TIMEOUT}'"))
-        # The purge's commits need not wait for their WAL flush: a crash can at worst undo the
-        # last few batches, and the next run deletes those rows again (idempotent). It removes a
-        # synchronous fsync per batch that would otherwise queue with the app's commits.
-        conn.execute(sa.text("SET LOCAL synchronous_commit = off"))
 
 
 def _postgres_range_batch(
