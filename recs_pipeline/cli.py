@@ -12,8 +12,8 @@ import sys
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 
-from recs_pipeline.bench import BENCH_TOPICS
 from recs_pipeline.db import DatabaseConfigError, make_engine
+from recs_pipeline.devtools.bench import BENCH_TOPICS
 from recs_pipeline.resources import AppDatabase
 
 EXIT_USAGE = 2
@@ -72,7 +72,7 @@ def cmd_init_db(args: argparse.Namespace) -> int:
 
 
 def cmd_seed(args: argparse.Namespace) -> int:
-    from recs_pipeline.seed import SeedConfig, seed_database
+    from recs_pipeline.devtools.seed import SeedConfig, seed_database
 
     engine = make_engine(_database_url(args))
     try:
@@ -89,13 +89,13 @@ def cmd_seed(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from recs_pipeline.demo import run_demo
+    from recs_pipeline.devtools.demo import run_demo
 
     return 0 if run_demo() else 1
 
 
 def cmd_events_replay(args: argparse.Namespace) -> int:
-    from recs_pipeline.achievements_store import replay_dead_letters
+    from recs_pipeline.defs.achievements.store import replay_dead_letters
 
     if not args.all and not args.event_id:
         raise CliError("events replay: give --event-id N [N ...] or --all")

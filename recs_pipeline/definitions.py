@@ -1,23 +1,14 @@
-"""The code location: `defs` is what `dagster dev`, `dg dev` and the daemon load."""
+"""The code location: `defs` is what `dagster dev`, `dg dev` and the daemon load.
+
+Everything under `recs_pipeline/defs/` is discovered by `dg.load_from_defs_folder`: one folder per
+domain (recommendations, achievements, retention, platform), the app tables as external assets and
+the shared resources. Adding a definition means adding it to its domain's module, nothing here.
+"""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import dagster as dg
 
-from recs_pipeline.assets.quality import QUALITY_ASSETS
-from recs_pipeline.assets.recommendations import RECOMMENDATION_ASSETS
-from recs_pipeline.assets.sources import APP_TABLE_SPECS
-from recs_pipeline.checks import QUALITY_CHECKS
-from recs_pipeline.jobs import ALL_JOBS
-from recs_pipeline.resources import AppDatabase
-from recs_pipeline.schedules import ALL_SCHEDULES
-from recs_pipeline.sensors import ALL_SENSORS
-
-defs = dg.Definitions(
-    assets=[*APP_TABLE_SPECS, *RECOMMENDATION_ASSETS, *QUALITY_ASSETS],
-    asset_checks=[*QUALITY_CHECKS],
-    jobs=ALL_JOBS,
-    schedules=ALL_SCHEDULES,
-    sensors=ALL_SENSORS,
-    resources={"app_db": AppDatabase()},
-)
+defs = dg.load_from_defs_folder(path_within_project=Path(__file__).parent)

@@ -8,6 +8,10 @@ the retention purge both scan `activities` and never run at the same time.
 
 from __future__ import annotations
 
+# Dagster's own system tags (documented names; the constants live in a private module).
+RUN_KEY_TAG = "dagster/run_key"
+SENSOR_NAME_TAG = "dagster/sensor_name"
+
 JOB_KIND_TAG = "recs/job_kind"
 HEAVY_SCAN_TAG = "recs/app_db_heavy"
 

@@ -19,8 +19,8 @@ from sqlalchemy.engine import Engine
 from recs_pipeline import schema
 from recs_pipeline.bootstrap import install_default_achievements
 from recs_pipeline.db import make_engine, to_utc_naive, utc_now
-from recs_pipeline.demo import DEMO_RUNS, run_demo
-from recs_pipeline.seed import SeedConfig, seed_database
+from recs_pipeline.devtools.demo import DEMO_RUNS, run_demo
+from recs_pipeline.devtools.seed import SeedConfig, seed_database
 
 AUTOINCREMENT_TABLES = {"user_achievements", "app_events"}
 

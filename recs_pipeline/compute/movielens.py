@@ -6,7 +6,7 @@ mode full`): every interaction is a positive; each user's interactions are shuff
 train part keeps more than one); models are fitted on train; validation ranks all items with train
 items masked; test ranks all items with train + valid items masked. Metrics: `compute.metrics`.
 
-Nothing here downloads anything: `recs_pipeline.bench.quality` fetches the data.
+Nothing here downloads anything: `recs_pipeline.devtools.bench.quality` fetches the data.
 """
 
 from __future__ import annotations

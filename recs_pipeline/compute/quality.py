@@ -1,9 +1,10 @@
 """Temporal-holdout evaluation of the recommender, pure (frames in, metrics out).
 
-Given the recommender's inputs as of a cutoff (`recs_pipeline.quality_data.read_snapshot`) and the
-(user, item) registrations / team joins that happened after it, this rebuilds both kinds of
-recommendations with the production code path (`compute.scoring.recommend`, its eligibility rules
-and all) and scores the top K against the holdout:
+Given the recommender's inputs as of a cutoff (read by the recommendations domain's
+`quality_reading.read_snapshot`) and the (user, item) registrations / team joins that happened
+after it, this rebuilds both kinds of recommendations with the production code path
+(`compute.scoring.recommend`, its eligibility rules and all) and scores the top K against the
+holdout:
 
 * the model: `recommend(..., params)` exactly as the nightly job runs it;
 * the popularity baseline, computed the same way: the same `recommend` with every blend weight on

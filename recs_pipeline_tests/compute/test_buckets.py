@@ -11,7 +11,7 @@ from sqlalchemy.engine import Engine
 
 from recs_pipeline.compute.buckets import bucket_index, bucket_key, user_buckets
 from recs_pipeline.compute.scoring import ScoringParams, recommend
-from recs_pipeline.recommendation_data import (
+from recs_pipeline.defs.recommendations.reading import (
     build_user_feature_set,
     load_team_candidates,
     load_tournament_candidates,

@@ -17,7 +17,7 @@ from recs_pipeline.compute.scoring import (
     recommend,
     top_k_per_user,
 )
-from recs_pipeline.recommendation_data import UserInputs, build_user_feature_set
+from recs_pipeline.defs.recommendations.reading import UserInputs, build_user_feature_set
 from recs_pipeline_tests.recommendation_world import (
     EXPECTED_TEAMS,
     EXPECTED_TOURNAMENTS,

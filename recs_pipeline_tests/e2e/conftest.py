@@ -2,9 +2,9 @@
 
 One deployment per test module (starting processes is the expensive part): a PostgreSQL database
 for the Dagster instance (the repo's production dagster.yaml, migrated with the CLI), another for
-the app (seeded with `recs_pipeline.seed`, small), `dagster-webserver` and `dagster-daemon run`
-against `workspace.yaml`, each in its own process group and stopped with SIGINT (SIGKILL if it
-lingers). Logs go to the test's temp dir and are printed when a test fails.
+the app (seeded with `recs_pipeline.devtools.seed`, small), `dagster-webserver` and
+`dagster-daemon run` against `workspace.yaml`, each in its own process group and stopped with
+SIGINT (SIGKILL if it lingers). Logs go to the test's temp dir and are printed when a test fails.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ import sqlalchemy as sa
 
 from recs_pipeline.bootstrap import init_app_database
 from recs_pipeline.db import make_engine
-from recs_pipeline.seed import SeedConfig, seed_database
+from recs_pipeline.devtools.seed import SeedConfig, seed_database
 from recs_pipeline_tests.conftest import postgres_url
 from recs_pipeline_tests.deploy_support import (
     ManagedProcess,

@@ -29,8 +29,8 @@ from recs_pipeline import schema
 from recs_pipeline.bootstrap import init_app_database
 from recs_pipeline.compute.buckets import NUM_BUCKETS, bucket_key
 from recs_pipeline.db import make_engine
-from recs_pipeline.ops.recommendations_bucketed import BUCKETED_JOB_NAME
-from recs_pipeline.seed import SeedConfig, seed_database
+from recs_pipeline.defs.recommendations.bucketed import BUCKETED_JOB_NAME
+from recs_pipeline.devtools.seed import SeedConfig, seed_database
 from recs_pipeline.tags import RECOMMENDATION_BUCKET_TAGS, REFRESH_AS_OF_TAG
 from recs_pipeline_tests.conftest import postgres_url
 from recs_pipeline_tests.deploy_support import (

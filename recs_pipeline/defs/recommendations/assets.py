@@ -1,0 +1,300 @@
+"""Recommendation assets (group `recommendations`): features, candidates, published top-K tables.
+
+Asset bodies only load (SQL in `reading.py`), call pure functions (`recs_pipeline.compute.*`)
+and publish (`publishing.py`, atomic swap after the blocking checks of `checks.py`).
+
+DataFrames travel between the steps through Dagster's default filesystem IO manager (pickles in
+the instance's storage directory). That works with the in-process executor under any instance
+(`dagster dev`, the daemon, tests), and unlike an in-memory IO manager it lets a failed publish
+step be retried or re-executed from failure without recomputing the upstream assets. Pickling
+numpy-backed frames costs ~1-2 s at 1M users (measured in the benchmark's totals).
+"""
+
+
+import time
+from datetime import datetime
+from typing import Any
+
+import dagster as dg
+import numpy as np
+import pandas as pd
+from pydantic import Field
+
+from recs_pipeline.compute.candidates import (
+    CandidateSet,
+    build_team_candidates,
+    build_tournament_candidates,
+)
+from recs_pipeline.compute.features import UserFeatureSet
+from recs_pipeline.compute.scoring import ScoringParams, recommend
+from recs_pipeline.db import to_utc_naive, utc_now
+from recs_pipeline.defs.app_tables import app_table_key
+from recs_pipeline.defs.recommendations.checks import (
+    MIN_COVERAGE,
+    TEAM_RECOMMENDATIONS_KEY,
+    TOURNAMENT_RECOMMENDATIONS_KEY,
+    recommendation_check_specs,
+)
+from recs_pipeline.defs.recommendations.reading import (
+    build_user_feature_set,
+    read_team_candidates,
+    read_tournament_candidates,
+    read_user_inputs,
+)
+from recs_pipeline.defs.recommendations.run import stage_check_publish
+from recs_pipeline.resources import AppDatabase
+
+RECOMMENDATIONS_GROUP = "recommendations"
+PREVIEW_USERS = 3
+
+
+class SnapshotConfig(dg.Config):
+    """When the run looks at the data."""
+
+    as_of: str | None = Field(
+        default=None,
+        description="Treat this ISO timestamp (UTC) as 'now' (windows, deadlines). "
+        "Default: the step's start time.",
+    )
+
+
+class PublishConfig(dg.Config):
+    """Knobs of the blend and of the publishing checks."""
+
+    top_k: int = Field(default=10, ge=1, le=100, description="Recommendations per user and kind.")
+    min_coverage: float = Field(
+        default=MIN_COVERAGE, ge=0.0, le=1.0,
+        description="Blocking: share of users with an eligible item who must get rows.",
+    )
+    as_of: str | None = Field(default=None, description="generated_at (ISO, UTC); default now.")
+
+
+def resolve_now(as_of: str | None) -> datetime:
+    """`as_of` (any ISO form, tz-aware or naive UTC) as naive UTC; else the current time."""
+    if not as_of:
+        return utc_now().replace(microsecond=0)
+    return to_utc_naive([as_of]).iloc[0].to_pydatetime()
+
+
+def markdown_table(frame: pd.DataFrame) -> str:
+    """A small DataFrame as a markdown table (no external dependency)."""
+    cols = [str(c) for c in frame.columns]
+    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    for row in frame.itertuples(index=False):
+        cells = [str(v).replace("|", "\\|") for v in row]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def _timings(timings: dict[str, float]) -> dict[str, Any]:
+    return {f"seconds_{k}": dg.MetadataValue.float(round(v, 3)) for k, v in timings.items()}
+
+
+@dg.asset(
+    group_name=RECOMMENDATIONS_GROUP,
+    deps=[app_table_key(t) for t in (
+        "users", "game_profiles", "profile_completeness", "activities",
+        "tournament_participants", "tournaments", "team_members", "teams",
+    )],
+    kinds={"pandas"},
+)
+def user_features(
+    context: dg.AssetExecutionContext, config: SnapshotConfig, app_db: AppDatabase
+) -> dg.Output[UserFeatureSet]:
+    """One row per active user with at least one game profile: games and skill, region, activity
+    counts over 7/30/90 days (aggregated in SQL, known activity types only), tournaments
+    registered/played/won/podiums, teams joined, days since last activity, profile completeness;
+    plus the participation history (user x tournament / team pairs) the scoring learns from.
+    Never reads email."""
+    now = resolve_now(config.as_of)
+    t0 = time.perf_counter()
+    with app_db.connect() as conn:
+        inputs = read_user_inputs(conn, now)
+    read_s = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    feature_set = build_user_feature_set(inputs, now)
+    features_s = time.perf_counter() - t0
+    f = feature_set.features
+    preview = f.head(PREVIEW_USERS)[["user_id", "region", "game_ids", "max_skill",
+                                     "activities_30d", "tournaments_played", "teams_joined"]]
+    if feature_set.skipped:
+        context.log.info(f"user_features skipped input: {feature_set.skipped}")
+    return dg.Output(feature_set, metadata={
+        "dagster/row_count": len(f),
+        "as_of": now.isoformat(),
+        "users_without_history": int(((f["tournaments_registered"] == 0)
+                                      & (f["teams_joined"] == 0)).sum()),
+        "tournament_history_pairs": len(feature_set.tournament_history),
+        "team_history_pairs": len(feature_set.team_history),
+        "skipped": dg.MetadataValue.json(feature_set.skipped),
+        "seconds_read": round(read_s, 3),
+        "seconds_features": round(features_s, 3),
+        "preview": dg.MetadataValue.md(markdown_table(preview)),
+    })
+
+
+def _candidate_metadata(cands: CandidateSet, now: datetime, read_s: float, build_s: float,
+                        preview_cols: list[str]) -> dict[str, Any]:
+    return {
+        "dagster/row_count": len(cands.items),
+        "as_of": now.isoformat(),
+        "members_of_candidates": len(cands.members),
+        "skipped": dg.MetadataValue.json(cands.skipped),
+        "seconds_read": round(read_s, 3),
+        "seconds_build": round(build_s, 3),
+        "preview": dg.MetadataValue.md(markdown_table(cands.items.head(5)[preview_cols])),
+    }
+
+
+@dg.asset(
+    group_name=RECOMMENDATIONS_GROUP,
+    deps=[app_table_key(t) for t in ("tournaments", "tournament_participants", "game_profiles",
+                                     "games")],
+    kinds={"pandas"},
+)
+def tournament_candidates(config: SnapshotConfig, app_db: AppDatabase) -> dg.Output[CandidateSet]:
+    """Tournaments that may be recommended to someone right now (status upcoming or
+    registration_open, registration still open, fewer registrants than max_participants), with
+    fill rate, open slots, skill band, region, game, size class, start slot and the registrants'
+    mean skill; plus their registrants. Excluded tournaments are counted by reason."""
+    now = resolve_now(config.as_of)
+    t0 = time.perf_counter()
+    with app_db.connect() as conn:
+        frame, registrations = read_tournament_candidates(conn)
+    read_s = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    cands = build_tournament_candidates(frame, registrations, now)
+    return dg.Output(cands, metadata=_candidate_metadata(
+        cands, now, read_s, time.perf_counter() - t0,
+        ["tournament_id", "game_name", "region", "registered", "max_participants", "band_class"],
+    ))
+
+
+@dg.asset(
+    group_name=RECOMMENDATIONS_GROUP,
+    deps=[app_table_key(t) for t in ("teams", "team_members", "game_profiles", "games")],
+    kinds={"pandas"},
+)
+def team_candidates(config: SnapshotConfig, app_db: AppDatabase) -> dg.Output[CandidateSet]:
+    """Recruiting teams with fewer current members than max_members, with game, region, open
+    slots, fill rate and the members' average skill; plus their current members."""
+    now = resolve_now(config.as_of)
+    t0 = time.perf_counter()
+    with app_db.connect() as conn:
+        frame, members = read_team_candidates(conn)
+    read_s = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    cands = build_team_candidates(frame, members, now)
+    return dg.Output(cands, metadata=_candidate_metadata(
+        cands, now, read_s, time.perf_counter() - t0,
+        ["team_id", "game_name", "region", "members", "max_members", "avg_skill"],
+    ))
+
+
+def recommendation_metadata(
+    frame: pd.DataFrame, item_column: str, users_with_candidates: int, users_scored: int,
+) -> dict[str, Any]:
+    """Row counts, coverage, score quantiles and a preview (user id, item, reason; no email)."""
+    covered = int(frame["user_id"].nunique()) if len(frame) else 0
+    q = (np.quantile(frame["score"], [0.0, 0.25, 0.5, 0.75, 1.0]) if len(frame)
+         else [float("nan")] * 5)
+    preview_users = frame["user_id"].drop_duplicates().head(PREVIEW_USERS)
+    preview = frame[frame["user_id"].isin(preview_users) & (frame["rank"] <= 3)][
+        ["user_id", "rank", item_column, "score", "reason"]
+    ].assign(score=lambda d: d["score"].round(3))
+    return {
+        "dagster/row_count": len(frame),
+        "users_covered": covered,
+        "users_scored": users_scored,
+        "users_with_eligible_items": users_with_candidates,
+        "coverage_pct": round(100.0 * covered / users_with_candidates, 2)
+        if users_with_candidates else 100.0,
+        "score_quantiles": dg.MetadataValue.json(
+            {k: round(float(v), 4) for k, v in zip(("min", "p25", "p50", "p75", "max"), q,
+                                                    strict=True)}
+        ),
+        "preview": dg.MetadataValue.md(markdown_table(preview)),
+    }
+
+
+@dg.multi_asset(
+    name="publish_recommendations",
+    specs=[
+        dg.AssetSpec(
+            TOURNAMENT_RECOMMENDATIONS_KEY,
+            group_name=RECOMMENDATIONS_GROUP,
+            kinds={"sql"},
+            # recommendation_quality: its blocking quality_gate check runs before the publish.
+            deps=["user_features", "tournament_candidates", "team_candidates",
+                  "recommendation_quality"],
+            description="Published table `tournament_recommendations`: top K eligible "
+            "tournaments per user with score in (0, 1], rank 1..n, a readable reason and the "
+            "model version. Swapped in atomically after the blocking checks pass.",
+            metadata={"dagster/table_name": "tournament_recommendations"},
+        ),
+        dg.AssetSpec(
+            TEAM_RECOMMENDATIONS_KEY,
+            group_name=RECOMMENDATIONS_GROUP,
+            kinds={"sql"},
+            # recommendation_quality: its blocking quality_gate check runs before the publish.
+            deps=["user_features", "tournament_candidates", "team_candidates",
+                  "recommendation_quality"],
+            description="Published table `team_recommendations`: top K eligible recruiting "
+            "teams per user with score, rank, reason, model version. Swapped in atomically "
+            "together with tournament_recommendations after the blocking checks pass.",
+            metadata={"dagster/table_name": "team_recommendations"},
+        ),
+    ],
+    check_specs=recommendation_check_specs(),
+    ins={
+        "user_features": dg.AssetIn("user_features"),
+        "tournament_candidates": dg.AssetIn("tournament_candidates"),
+        "team_candidates": dg.AssetIn("team_candidates"),
+    },
+)
+def publish_recommendations(
+    context: dg.AssetExecutionContext,
+    config: PublishConfig,
+    app_db: AppDatabase,
+    user_features: UserFeatureSet,
+    tournament_candidates: CandidateSet,
+    team_candidates: CandidateSet,
+):  # type: ignore[no-untyped-def]
+    """Score every user against their eligible candidates (blend of attribute affinity,
+    collaborative co-play, skill proximity and popularity), stage both tables, run the blocking
+    checks on the staged rows, then swap both published tables in one transaction."""
+    now = resolve_now(config.as_of)
+    params = ScoringParams(top_k=config.top_k)
+    recs = recommend(user_features, tournament_candidates, team_candidates, params, now)
+    outcome = stage_check_publish(
+        app_db.get_engine(), recs, user_features, tournament_candidates, team_candidates,
+        top_k=config.top_k, now=now, min_coverage=config.min_coverage,
+    )
+    for check in outcome.checks:
+        yield check.to_result()
+    if not outcome.published:
+        # Checks are not transient: do not let the job's retry policy recompute for nothing.
+        raise dg.Failure(
+            description="recommendations not published (published tables unchanged): "
+            + outcome.failure_message(),
+            allow_retries=False,
+        )
+    timings = {**recs.timings, **outcome.timings}
+    common = {
+        "model_version": recs.model_version,
+        "model_parameters": dg.MetadataValue.json(params.as_dict()),
+        "model_stats": dg.MetadataValue.json(recs.stats),
+        "generated_at": now.isoformat(),
+        **_timings(timings),
+    }
+    for key, frame, item_column, kind in (
+        (TOURNAMENT_RECOMMENDATIONS_KEY, recs.tournaments, "tournament_id", "tournaments"),
+        (TEAM_RECOMMENDATIONS_KEY, recs.teams, "team_id", "teams"),
+    ):
+        context.log.info(f"{kind}: published {len(frame)} rows")
+        yield dg.MaterializeResult(asset_key=key, metadata={
+            **recommendation_metadata(frame, item_column, recs.users_with_candidates[kind],
+                                      recs.stats["users_scored"]),
+            **common,
+        })
+

@@ -1,0 +1,201 @@
+"""The recommendation refresh end to end, shared by the assets, the one-user job and the benchmark.
+
+`stage_check_publish` stages both kinds, evaluates the blocking checks on the staged rows and swaps
+only when every check passed. `refresh_user` is the one-user path: same readers (restricted to the
+user), same scoring, same checks (in memory), then that user's rows are replaced in one
+transaction.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+import pandas as pd
+from sqlalchemy.engine import Engine
+
+from recs_pipeline.compute.candidates import CandidateSet
+from recs_pipeline.compute.eligibility import find_violations
+from recs_pipeline.compute.features import UserFeatureSet
+from recs_pipeline.compute.scoring import Recommendations, ScoringParams, recommend
+from recs_pipeline.defs.recommendations.checks import (
+    MIN_COVERAGE,
+    CheckOutcome,
+    evaluate_recommendation_checks,
+    summarize_recommendations,
+)
+from recs_pipeline.defs.recommendations.publishing import (
+    KINDS,
+    TEAMS,
+    TOURNAMENTS,
+    RecommendationKind,
+    fingerprints_match,
+    frame_fingerprint,
+    replace_user_rows,
+    stage,
+    staged_fingerprint,
+    swap,
+)
+from recs_pipeline.defs.recommendations.reading import (
+    build_user_feature_set,
+    load_team_candidates,
+    load_tournament_candidates,
+    read_user_inputs,
+)
+
+
+@dataclass
+class PublishOutcome:
+    checks: list[CheckOutcome]
+    published: bool
+    staged_rows: dict[str, int]
+    timings: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def failures(self) -> list[CheckOutcome]:
+        return [c for c in self.checks if not c.passed]
+
+    def failure_message(self) -> str:
+        return "; ".join(f"{c.kind}/{c.name}: {c.description}" for c in self.failures)
+
+
+def _frames(recs: Recommendations) -> dict[RecommendationKind, pd.DataFrame]:
+    return {TOURNAMENTS: recs.tournaments, TEAMS: recs.teams}
+
+
+def _candidates(kind: RecommendationKind, tcands: CandidateSet, mcands: CandidateSet
+                ) -> CandidateSet:
+    return tcands if kind is TOURNAMENTS else mcands
+
+
+def violations_for(
+    kind: RecommendationKind,
+    pairs: pd.DataFrame,
+    users: UserFeatureSet,
+    cands: CandidateSet,
+    now: datetime,
+    chunk_rows: int = 2_000_000,
+) -> pd.DataFrame:
+    """Eligibility violations of (user, item) pairs, re-verified in chunks (bounded memory)."""
+    pairs = pairs[["user_id", kind.item_column]]
+    users_frame = users.features[["user_id", "region"]]
+    parts = [
+        find_violations(
+            pairs.iloc[lo:lo + chunk_rows], item_column=kind.item_column, users=users_frame,
+            profiles=users.profiles, items=cands.items, members=cands.members,
+            now=cands.as_of or now,
+        )
+        for lo in range(0, max(len(pairs), 1), chunk_rows)
+    ]
+    return pd.concat(parts, ignore_index=True)
+
+
+def stage_check_publish(
+    engine: Engine,
+    recs: Recommendations,
+    users: UserFeatureSet,
+    tcands: CandidateSet,
+    mcands: CandidateSet,
+    *,
+    top_k: int,
+    now: datetime,
+    min_coverage: float = MIN_COVERAGE,
+) -> PublishOutcome:
+    """Stage both kinds, check, swap only if every check passed.
+
+    The checks are about the rows that were staged: one SQL aggregate over each staging table
+    must match the computed frame exactly (count, key/rank sums, reason facts, score sum), and
+    the per-row rules are verified on that frame, vectorised (numpy / pandas joins), which is far
+    cheaper at 10M rows than reading the staged rows back.
+    """
+    timings: dict[str, float] = {}
+    frames = _frames(recs)
+    t0 = time.perf_counter()
+    staged = {kind.name: stage(engine, kind, frames[kind]) for kind in KINDS}
+    timings["write"] = time.perf_counter() - t0
+
+    t0 = time.perf_counter()
+    outcomes: list[CheckOutcome] = []
+    with engine.connect() as conn:
+        for kind in KINDS:
+            frame = frames[kind]
+            staged_fp = staged_fingerprint(conn, kind)
+            matches = fingerprints_match(staged_fp, frame_fingerprint(frame, kind.item_column))
+            summary = summarize_recommendations(frame, kind.item_column, top_k)
+            summary["rows"] = int(staged_fp["rows"])
+            summary["rows_with_pii"] = max(summary["rows_with_pii"], int(staged_fp["email_like"]))
+            violations = violations_for(kind, frame, users,
+                                        _candidates(kind, tcands, mcands), now)
+            outcomes += evaluate_recommendation_checks(
+                kind.name, summary, violations, recs.users_with_candidates[kind.name],
+                expected_rows=len(frame), top_k=top_k, min_coverage=min_coverage,
+                staged_matches=matches,
+            )
+    timings["checks"] = time.perf_counter() - t0
+
+    published = all(c.passed for c in outcomes)
+    if published:
+        t0 = time.perf_counter()
+        swap(engine, KINDS)
+        timings["swap"] = time.perf_counter() - t0
+    return PublishOutcome(outcomes, published, staged, timings)
+
+
+@dataclass
+class UserRefreshOutcome:
+    user_id: int
+    status: str  # "refreshed" / "not_eligible"
+    rows: dict[str, int]
+    checks: list[CheckOutcome]
+    timings: dict[str, float]
+    model_version: str
+    recommendations: Recommendations | None = None
+
+    @property
+    def failures(self) -> list[CheckOutcome]:
+        return [c for c in self.checks if not c.passed]
+
+
+def refresh_user(
+    engine: Engine, user_id: int, params: ScoringParams, now: datetime
+) -> UserRefreshOutcome:
+    """Recompute and replace one user's rows; an unknown / inactive / profile-less user has their
+    rows removed (and nothing written)."""
+    timings: dict[str, Any] = {}
+    t0 = time.perf_counter()
+    with engine.connect() as conn:
+        tcands = load_tournament_candidates(conn, now)
+        mcands = load_team_candidates(conn, now)
+        inputs = read_user_inputs(conn, now, user_ids=[user_id])
+    timings["read"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    users = build_user_feature_set(inputs, now)
+    timings["features"] = time.perf_counter() - t0
+    version = params.model_version()
+    if user_id not in set(users.features["user_id"].tolist()):
+        empty = {kind: pd.DataFrame(columns=[c.name for c in kind.table.columns]) for kind in KINDS}
+        t0 = time.perf_counter()
+        rows = replace_user_rows(engine, user_id, empty)
+        timings["write"] = time.perf_counter() - t0
+        return UserRefreshOutcome(user_id, "not_eligible", rows, [], timings, version)
+    recs = recommend(users, tcands, mcands, params, now)
+    timings.update({f"score_{k}": v for k, v in recs.timings.items()})
+    frames = _frames(recs)
+    checks: list[CheckOutcome] = []
+    for kind in KINDS:
+        frame = frames[kind]
+        violations = violations_for(kind, frame, users, _candidates(kind, tcands, mcands), now)
+        checks += evaluate_recommendation_checks(
+            kind.name, summarize_recommendations(frame, kind.item_column, params.top_k),
+            violations, recs.users_with_candidates[kind.name], expected_rows=len(frame),
+            top_k=params.top_k,
+        )
+    outcome = UserRefreshOutcome(user_id, "refreshed", {}, checks, timings, version, recs)
+    if outcome.failures:
+        return outcome
+    t0 = time.perf_counter()
+    outcome.rows = replace_user_rows(engine, user_id, frames)
+    timings["write"] = time.perf_counter() - t0
+    return outcome
