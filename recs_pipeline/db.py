@@ -15,14 +15,16 @@ import csv
 import io
 import queue
 import threading
-from collections.abc import Iterable, Iterator, Sequence
-from datetime import UTC, datetime
+from collections.abc import Iterable, Iterator
+from datetime import datetime
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
+
+from recs_pipeline.compute.timestamps import to_utc_naive
 
 DEFAULT_SQLITE_PATH = Path(".local") / "demo" / "app.db"
 
@@ -110,18 +112,6 @@ def _configure_sqlite(engine: Engine) -> None:
 
 def is_postgres(bind: Connection | Engine) -> bool:
     return bind.dialect.name == "postgresql"
-
-
-def utc_now() -> datetime:
-    """Current UTC time as a naive datetime (the contract stores naive UTC)."""
-    return datetime.now(UTC).replace(tzinfo=None)
-
-
-def to_utc_naive(values: pd.Series | Sequence[object]) -> pd.Series:
-    """Normalise timestamps (ISO text, naive UTC, tz-aware) to naive-UTC `datetime64[us]`."""
-    series = values if isinstance(values, pd.Series) else pd.Series(values, dtype=object)
-    converted = pd.to_datetime(series, utc=True, format="ISO8601")
-    return converted.dt.tz_localize(None).astype("datetime64[us]")
 
 
 def timestamp_bind(conn: Connection, value: datetime) -> sa.ColumnElement:

@@ -1,16 +1,19 @@
-"""Dagster resources. `AppDatabase` is the one place the app database URL is read."""
+"""Dagster resources: `AppDatabase` (the one place the app database URL is read) and `RunClock`."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import datetime
 
 import dagster as dg
 import sqlalchemy as sa
 from pydantic import Field, PrivateAttr
 from sqlalchemy.engine import Connection, Engine
 
+from recs_pipeline.compute.timestamps import to_utc_naive, utc_now
 from recs_pipeline.db import default_database_url, make_engine, redact_url
+from recs_pipeline.tags import REFRESH_AS_OF_TAG
 
 DATABASE_URL_ENV_VAR = "RECS_DATABASE_URL"
 
@@ -74,3 +77,32 @@ class AppDatabase(dg.ConfigurableResource):
 
     def table_exists(self, name: str) -> bool:
         return sa.inspect(self.get_engine()).has_table(name)
+
+
+class RunClock(dg.ConfigurableResource):
+    """The run's "now": every step of one run reads, scores and stamps as of the same instant.
+
+    Set `as_of` (run config `resources.clock.config.as_of`) to replay or backfill a past night.
+    Unset, the run's `recs/refresh_as_of` tag is used (the bucketed refresh tags every bucket run
+    of one refresh with the same instant), else the moment the run's resources are set up.
+    """
+
+    as_of: str | None = Field(
+        default=None,
+        description="The run's 'now' (ISO; naive = UTC). Unset: the run's recs/refresh_as_of tag, "
+        "else the run's start.",
+    )
+
+    _now: datetime | None = PrivateAttr(default=None)
+
+    def setup_for_execution(self, context: dg.InitResourceContext) -> None:
+        run = context.run
+        value = self.as_of or (run.tags.get(REFRESH_AS_OF_TAG) if run is not None else None)
+        self._now = to_utc_naive(value) if value else utc_now().replace(microsecond=0)
+
+    def now(self) -> datetime:
+        """The run's instant as naive UTC, whole seconds unless `as_of` says otherwise."""
+        if self._now is None:  # used outside a run (a direct call in a script or test)
+            self._now = to_utc_naive(self.as_of) if self.as_of else utc_now().replace(
+                microsecond=0)
+        return self._now

@@ -18,7 +18,8 @@ from sqlalchemy.engine import Engine
 
 from recs_pipeline import schema
 from recs_pipeline.bootstrap import install_default_achievements
-from recs_pipeline.db import make_engine, to_utc_naive, utc_now
+from recs_pipeline.compute.timestamps import to_utc_naive, utc_now
+from recs_pipeline.db import make_engine
 from recs_pipeline.devtools.demo import DEMO_RUNS, run_demo
 from recs_pipeline.devtools.seed import SeedConfig, seed_database
 

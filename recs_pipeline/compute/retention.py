@@ -17,7 +17,9 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
+
+from recs_pipeline.compute.timestamps import to_utc_naive
 
 RETENTION_DAYS_MIN = 1
 RETENTION_DAYS_MAX = 3650
@@ -57,13 +59,6 @@ def validate_batch_size(batch_size: int) -> int:
     return batch_size
 
 
-def to_naive_utc(moment: datetime) -> datetime:
-    """A datetime as naive UTC (aware values are converted, naive ones are taken as UTC)."""
-    if moment.tzinfo is not None:
-        return moment.astimezone(UTC).replace(tzinfo=None)
-    return moment
-
-
 def compute_cutoff(now: datetime, retention_days: int) -> datetime:
     """`now - retention_days` as naive UTC, truncated to whole seconds.
 
@@ -71,13 +66,13 @@ def compute_cutoff(now: datetime, retention_days: int) -> datetime:
     is never shorter than asked.
     """
     validate_retention_days(retention_days)
-    now_utc = to_naive_utc(now).replace(microsecond=0)
+    now_utc = to_utc_naive(now).replace(microsecond=0)
     return now_utc - timedelta(days=retention_days)
 
 
 def sqlite_cutoff_text(cutoff: datetime) -> str:
     """The cutoff as SQLite text, `YYYY-MM-DD HH:MM:SS` (whole seconds, no fraction)."""
-    cutoff = to_naive_utc(cutoff)
+    cutoff = to_utc_naive(cutoff)
     if cutoff.microsecond:
         raise ValueError(f"the cutoff must be whole seconds, got {cutoff.isoformat()}")
     return cutoff.strftime(SQLITE_CUTOFF_FORMAT)

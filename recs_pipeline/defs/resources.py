@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import dagster as dg
 
-from recs_pipeline.resources import AppDatabase
+from recs_pipeline.resources import AppDatabase, RunClock
 
 
 @dg.definitions
 def resources() -> dg.Definitions:
-    return dg.Definitions(resources={"app_db": AppDatabase()})
+    return dg.Definitions(resources={"app_db": AppDatabase(), "clock": RunClock()})

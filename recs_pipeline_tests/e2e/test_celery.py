@@ -134,7 +134,7 @@ def test_bucketed_refresh_on_two_celery_workers_matches_single_process(
         for index in range(NUM_BUCKETS):
             run = instance.create_run_for_job(
                 job_def=job_def,
-                run_config={"ops": {"score_recommendation_bucket": {"config": {"as_of": AS_OF}}}},
+                run_config={"resources": {"clock": {"config": {"as_of": AS_OF}}}},
                 tags={**RECOMMENDATION_BUCKET_TAGS, "dagster/partition": bucket_key(index),
                       REFRESH_AS_OF_TAG: AS_OF,
                       DAGSTER_CELERY_QUEUE_TAG: celery_deployment["queue"]},
@@ -181,9 +181,7 @@ def test_bucketed_refresh_on_two_celery_workers_matches_single_process(
     from recs_pipeline.definitions import defs
 
     single = defs.resolve_job_def("nightly_recommendations_job").execute_in_process(
-        run_config={"ops": {name: {"config": {"as_of": AS_OF}} for name in (
-            "user_features", "tournament_candidates", "team_candidates",
-            "publish_recommendations")}},
+        run_config={"resources": {"clock": {"config": {"as_of": AS_OF}}}},
         instance=dg.DagsterInstance.ephemeral(),
     )
     assert single.success

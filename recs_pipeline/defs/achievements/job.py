@@ -31,7 +31,7 @@ import sqlalchemy as sa
 from pydantic import Field
 
 from recs_pipeline.compute.achievements import evaluate_awards
-from recs_pipeline.db import utc_now
+from recs_pipeline.compute.timestamps import utc_now
 from recs_pipeline.defs.achievements import store
 from recs_pipeline.resources import AppDatabase
 from recs_pipeline.tags import ACHIEVEMENTS_TAGS

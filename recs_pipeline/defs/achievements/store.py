@@ -27,7 +27,8 @@ from recs_pipeline.compute.achievements import (
     evaluate_awards,
     matching_achievements,
 )
-from recs_pipeline.db import copy_into, is_postgres, read_frame, utc_now
+from recs_pipeline.compute.timestamps import utc_now
+from recs_pipeline.db import copy_into, is_postgres, read_frame
 
 E = schema.app_events
 LEDGER = schema.achievement_event_ledger

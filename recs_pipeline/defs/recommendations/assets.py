@@ -27,7 +27,6 @@ from recs_pipeline.compute.candidates import (
 )
 from recs_pipeline.compute.features import UserFeatureSet
 from recs_pipeline.compute.scoring import ScoringParams, recommend
-from recs_pipeline.db import to_utc_naive, utc_now
 from recs_pipeline.defs.app_tables import app_table_key
 from recs_pipeline.defs.recommendations.checks import (
     MIN_COVERAGE,
@@ -42,20 +41,10 @@ from recs_pipeline.defs.recommendations.reading import (
     read_user_inputs,
 )
 from recs_pipeline.defs.recommendations.run import stage_check_publish
-from recs_pipeline.resources import AppDatabase
+from recs_pipeline.resources import AppDatabase, RunClock
 
 RECOMMENDATIONS_GROUP = "recommendations"
 PREVIEW_USERS = 3
-
-
-class SnapshotConfig(dg.Config):
-    """When the run looks at the data."""
-
-    as_of: str | None = Field(
-        default=None,
-        description="Treat this ISO timestamp (UTC) as 'now' (windows, deadlines). "
-        "Default: the step's start time.",
-    )
 
 
 class PublishConfig(dg.Config):
@@ -66,14 +55,6 @@ class PublishConfig(dg.Config):
         default=MIN_COVERAGE, ge=0.0, le=1.0,
         description="Blocking: share of users with an eligible item who must get rows.",
     )
-    as_of: str | None = Field(default=None, description="generated_at (ISO, UTC); default now.")
-
-
-def resolve_now(as_of: str | None) -> datetime:
-    """`as_of` (any ISO form, tz-aware or naive UTC) as naive UTC; else the current time."""
-    if not as_of:
-        return utc_now().replace(microsecond=0)
-    return to_utc_naive([as_of]).iloc[0].to_pydatetime()
 
 
 def markdown_table(frame: pd.DataFrame) -> str:
@@ -99,14 +80,14 @@ def _timings(timings: dict[str, float]) -> dict[str, Any]:
     kinds={"pandas"},
 )
 def user_features(
-    context: dg.AssetExecutionContext, config: SnapshotConfig, app_db: AppDatabase
+    context: dg.AssetExecutionContext, app_db: AppDatabase, clock: RunClock
 ) -> dg.Output[UserFeatureSet]:
     """One row per active user with at least one game profile: games and skill, region, activity
     counts over 7/30/90 days (aggregated in SQL, known activity types only), tournaments
     registered/played/won/podiums, teams joined, days since last activity, profile completeness;
     plus the participation history (user x tournament / team pairs) the scoring learns from.
     Never reads email."""
-    now = resolve_now(config.as_of)
+    now = clock.now()
     t0 = time.perf_counter()
     with app_db.connect() as conn:
         inputs = read_user_inputs(conn, now)
@@ -152,12 +133,12 @@ def _candidate_metadata(cands: CandidateSet, now: datetime, read_s: float, build
                                      "games")],
     kinds={"pandas"},
 )
-def tournament_candidates(config: SnapshotConfig, app_db: AppDatabase) -> dg.Output[CandidateSet]:
+def tournament_candidates(app_db: AppDatabase, clock: RunClock) -> dg.Output[CandidateSet]:
     """Tournaments that may be recommended to someone right now (status upcoming or
     registration_open, registration still open, fewer registrants than max_participants), with
     fill rate, open slots, skill band, region, game, size class, start slot and the registrants'
     mean skill; plus their registrants. Excluded tournaments are counted by reason."""
-    now = resolve_now(config.as_of)
+    now = clock.now()
     t0 = time.perf_counter()
     with app_db.connect() as conn:
         frame, registrations = read_tournament_candidates(conn)
@@ -175,10 +156,10 @@ def tournament_candidates(config: SnapshotConfig, app_db: AppDatabase) -> dg.Out
     deps=[app_table_key(t) for t in ("teams", "team_members", "game_profiles", "games")],
     kinds={"pandas"},
 )
-def team_candidates(config: SnapshotConfig, app_db: AppDatabase) -> dg.Output[CandidateSet]:
+def team_candidates(app_db: AppDatabase, clock: RunClock) -> dg.Output[CandidateSet]:
     """Recruiting teams with fewer current members than max_members, with game, region, open
     slots, fill rate and the members' average skill; plus their current members."""
-    now = resolve_now(config.as_of)
+    now = clock.now()
     t0 = time.perf_counter()
     with app_db.connect() as conn:
         frame, members = read_team_candidates(conn)
@@ -256,6 +237,7 @@ def publish_recommendations(
     context: dg.AssetExecutionContext,
     config: PublishConfig,
     app_db: AppDatabase,
+    clock: RunClock,
     user_features: UserFeatureSet,
     tournament_candidates: CandidateSet,
     team_candidates: CandidateSet,
@@ -263,7 +245,7 @@ def publish_recommendations(
     """Score every user against their eligible candidates (blend of attribute affinity,
     collaborative co-play, skill proximity and popularity), stage both tables, run the blocking
     checks on the staged rows, then swap both published tables in one transaction."""
-    now = resolve_now(config.as_of)
+    now = clock.now()
     params = ScoringParams(top_k=config.top_k)
     recs = recommend(user_features, tournament_candidates, team_candidates, params, now)
     outcome = stage_check_publish(

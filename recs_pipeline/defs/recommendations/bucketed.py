@@ -20,9 +20,9 @@ Per run:
    or refreshes. Otherwise it records which buckets it is waiting for and succeeds.
 
 All buckets of one refresh must share `as_of`: the schedule passes its tick time to every bucket
-(config and the `recs/refresh_as_of` tag); a manual launch or backfill must pass the same
-`as_of` to each bucket (docs/operations.md). Costs: every bucket re-reads the inputs and refits
-the model (both small next to scoring at scale); see docs/operations.md.
+(`resources.clock.config.as_of` and the `recs/refresh_as_of` tag); a manual launch or backfill
+must pass the same `as_of` to each bucket (docs/operations.md). Costs: every bucket re-reads the
+inputs and refits the model (both small next to scoring at scale); see docs/operations.md.
 
 (No `from __future__ import annotations`: Dagster reads the op config annotations.)
 """
@@ -46,7 +46,8 @@ from recs_pipeline.compute.buckets import NUM_BUCKETS, bucket_index, bucket_key,
 from recs_pipeline.compute.candidates import CandidateSet
 from recs_pipeline.compute.features import UserFeatureSet
 from recs_pipeline.compute.scoring import Recommendations, ScoringParams, recommend
-from recs_pipeline.db import bulk_insert, read_frame, to_utc_naive, utc_now
+from recs_pipeline.compute.timestamps import utc_now
+from recs_pipeline.db import bulk_insert, read_frame
 from recs_pipeline.defs.recommendations.checks import (
     MIN_COVERAGE,
     TEAM_RECOMMENDATIONS_KEY,
@@ -65,7 +66,7 @@ from recs_pipeline.defs.recommendations.reading import (
     read_user_inputs,
 )
 from recs_pipeline.defs.recommendations.run import stage_check_publish
-from recs_pipeline.resources import AppDatabase
+from recs_pipeline.resources import AppDatabase, RunClock
 from recs_pipeline.tags import RECOMMENDATION_BUCKET_TAGS, REFRESH_AS_OF_TAG
 
 BUCKETED_JOB_NAME = "nightly_recommendations_bucketed_job"
@@ -135,11 +136,6 @@ class ScoredBucket:
 
 
 class BucketConfig(dg.Config):
-    as_of: str | None = Field(
-        default=None,
-        description="Refresh time (ISO, UTC) shared by every bucket of one refresh. Default: the "
-        "run's recs/refresh_as_of tag, else the step's start time.",
-    )
     top_k: int = Field(default=10, ge=1, le=100, description="Recommendations per user and kind.")
 
 
@@ -150,19 +146,13 @@ class BucketPublishConfig(dg.Config):
     )
 
 
-def resolve_as_of(value: str | None) -> datetime:
-    if not value:
-        return utc_now().replace(microsecond=0)
-    return to_utc_naive([value]).iloc[0].to_pydatetime()
-
-
 @dg.op(retry_policy=dg.RetryPolicy(max_retries=2, delay=5, backoff=dg.Backoff.EXPONENTIAL))
 def score_recommendation_bucket(
-    context: dg.OpExecutionContext, config: BucketConfig, app_db: AppDatabase
+    context: dg.OpExecutionContext, config: BucketConfig, app_db: AppDatabase, clock: RunClock
 ) -> ScoredBucket:
     """Score the partition's bucket of users and stage its rows (one transaction)."""
     bucket = bucket_index(context.partition_key)
-    as_of = resolve_as_of(config.as_of or context.run.tags.get(REFRESH_AS_OF_TAG))
+    as_of = clock.now()
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
     with app_db.connect() as conn:
@@ -310,13 +300,13 @@ def nightly_recommendations_bucketed_job() -> None:
 
 
 def bucket_run_requests(as_of: datetime, run_key_prefix: str) -> list[dg.RunRequest]:
-    """One run request per bucket, all sharing `as_of` (config and tag)."""
+    """One run request per bucket, all sharing `as_of` (the run clock's config and the tag)."""
     stamp = as_of.replace(microsecond=0).isoformat()
     return [
         dg.RunRequest(
             run_key=f"{run_key_prefix}:{key}",
             partition_key=key,
-            run_config={"ops": {"score_recommendation_bucket": {"config": {"as_of": stamp}}}},
+            run_config={"resources": {"clock": {"config": {"as_of": stamp}}}},
             tags={REFRESH_AS_OF_TAG: stamp},
         )
         for key in recommendation_buckets.get_partition_keys()

@@ -14,14 +14,13 @@ from recs_pipeline.compute.scoring import ScoringParams
 from recs_pipeline.defs.recommendations.assets import (
     RECOMMENDATIONS_GROUP,
     markdown_table,
-    resolve_now,
 )
 from recs_pipeline.defs.recommendations.checks import (
     TEAM_RECOMMENDATIONS_KEY,
     TOURNAMENT_RECOMMENDATIONS_KEY,
 )
 from recs_pipeline.defs.recommendations.run import refresh_user
-from recs_pipeline.resources import AppDatabase
+from recs_pipeline.resources import AppDatabase, RunClock
 from recs_pipeline.tags import NIGHTLY_RECOMMENDATIONS_TAGS, USER_REFRESH_TAGS
 
 # Transient database trouble (restart, failover, dropped connection) gets three more tries with
@@ -44,7 +43,6 @@ nightly_recommendations_job = dg.define_asset_job(
 class UserRefreshConfig(dg.Config):
     user_id: int = Field(description="The user whose recommendations are recomputed.")
     top_k: int = Field(default=10, ge=1, le=100, description="Recommendations per kind.")
-    as_of: str | None = Field(default=None, description="'now' as ISO UTC; default: now.")
 
 
 @dg.op(
@@ -53,9 +51,12 @@ class UserRefreshConfig(dg.Config):
     out=dg.Out(dg.Nothing),
 )
 def refresh_user_recommendations(
-    context: dg.OpExecutionContext, config: UserRefreshConfig, app_db: AppDatabase
+    context: dg.OpExecutionContext,
+    config: UserRefreshConfig,
+    app_db: AppDatabase,
+    clock: RunClock,
 ):  # type: ignore[no-untyped-def]
-    now = resolve_now(config.as_of)
+    now = clock.now()
     outcome = refresh_user(
         app_db.get_engine(), config.user_id, ScoringParams(top_k=config.top_k), now
     )

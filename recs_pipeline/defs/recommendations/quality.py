@@ -24,10 +24,10 @@ from recs_pipeline.compute.quality import (
 from recs_pipeline.compute.quality_gate import GateConfig
 from recs_pipeline.compute.scoring import ScoringParams
 from recs_pipeline.defs.app_tables import app_table_key
-from recs_pipeline.defs.recommendations.assets import RECOMMENDATIONS_GROUP, resolve_now
+from recs_pipeline.defs.recommendations.assets import RECOMMENDATIONS_GROUP
 from recs_pipeline.defs.recommendations.checks import QUALITY_KEY, ndcg_key, users_key
 from recs_pipeline.defs.recommendations.quality_reading import read_snapshot
-from recs_pipeline.resources import AppDatabase
+from recs_pipeline.resources import AppDatabase, RunClock
 
 
 class QualityConfig(dg.Config):
@@ -37,7 +37,6 @@ class QualityConfig(dg.Config):
                               description="Cutoff = now - holdout_days; the holdout is [cutoff, "
                               "now). At most 80 so that the 90-day activity window before the "
                               "cutoff is still mostly inside the retention window.")
-    as_of: str | None = Field(default=None, description="'now' (ISO, UTC); default: step start.")
     top_k: int = Field(default=10, ge=1, le=100, description="K of the metrics (the published K).")
     max_users: int = Field(default=50_000, ge=1,
                            description="Evaluate at most this many holdout users (random sample).")
@@ -98,14 +97,17 @@ def quality_metadata(report: QualityReport) -> dict[str, Any]:
     kinds={"pandas"},
 )
 def recommendation_quality(
-    context: dg.AssetExecutionContext, config: QualityConfig, app_db: AppDatabase
+    context: dg.AssetExecutionContext,
+    config: QualityConfig,
+    app_db: AppDatabase,
+    clock: RunClock,
 ) -> dg.Output[QualityEvaluation]:
     """Offline quality of tonight's recommender on a temporal holdout: the recommendations it
     would have made `holdout_days` ago (rebuilt from the data before that cutoff with the same
     code and parameters) scored against what users actually registered for / joined since:
     NDCG@10, Recall@10, HitRate@10 and catalogue coverage per kind, next to a popularity baseline
     computed the same way. The blocking check `quality_gate` judges it before the publish."""
-    now = resolve_now(config.as_of)
+    now = clock.now()
     cutoff = now - timedelta(days=config.holdout_days)
     t0 = time.perf_counter()
     with app_db.connect() as conn:

@@ -46,11 +46,11 @@ from recs_pipeline.compute.retention import (
     compute_cutoff,
     plan_id_windows,
     sqlite_cutoff_text,
-    to_naive_utc,
     validate_batch_size,
     validate_retention_days,
 )
-from recs_pipeline.db import is_postgres, utc_now
+from recs_pipeline.compute.timestamps import to_utc_naive, utc_now
+from recs_pipeline.db import is_postgres
 from recs_pipeline.defs.app_tables import app_table_key
 from recs_pipeline.resources import AppDatabase
 from recs_pipeline.tags import RETENTION_PURGE_TAGS
@@ -120,7 +120,7 @@ def _bind_ts(bind: Connection | Engine, info: _Schema, table: str, column: str,
     SQLite: whole-second text without a fraction (see `sqlite_cutoff_text`). PostgreSQL: an aware
     UTC datetime for `timestamptz`, a naive UTC one for `timestamp` (no session-zone dependence).
     """
-    cutoff = to_naive_utc(cutoff)
+    cutoff = to_utc_naive(cutoff)
     if not is_postgres(bind):
         return sqlite_cutoff_text(cutoff)
     if (table, column) in info.timestamptz:
@@ -336,7 +336,7 @@ def purge_expired_rows(
     activities, app_events, then the ledger (its rows go only once their event is gone), then
     resolved dead letters. Missing optional tables are reported as skipped.
     """
-    cutoff = to_naive_utc(cutoff)
+    cutoff = to_utc_naive(cutoff)
     sqlite_cutoff_text(cutoff)  # rejects a cutoff with a fraction
     # The Dagster config bounds batch_size to BATCH_SIZE_MIN..MAX; tiny batches stay allowed
     # here so tests can exercise many batches on a few rows.

@@ -119,7 +119,8 @@ def _insert_events(engine: Any, n: int, users: int, first_id: int, seed: int = 1
     import pandas as pd
 
     from recs_pipeline import schema
-    from recs_pipeline.db import bulk_insert, utc_now
+    from recs_pipeline.compute.timestamps import utc_now
+    from recs_pipeline.db import bulk_insert
 
     rng = np.random.default_rng(seed + first_id)
     types = np.array(["tournament_completed", "team_joined", "profile_completed"])
@@ -185,7 +186,7 @@ def _per_event_loop(engine: Any, sample: int, users: int) -> dict[str, Any]:
     import sqlalchemy as sa
 
     from recs_pipeline import schema
-    from recs_pipeline.db import utc_now
+    from recs_pipeline.compute.timestamps import utc_now
 
     _reset_outputs(engine)
     _insert_events(engine, sample, users, 1)
@@ -283,7 +284,7 @@ def _e2e(args: argparse.Namespace, server: Any, url: str, engine: Any) -> dict[s
     import sqlalchemy as sa
 
     from recs_pipeline import schema
-    from recs_pipeline.db import utc_now
+    from recs_pipeline.compute.timestamps import utc_now
 
     instance_db = f"{DB_PREFIX}_dagster"
     _admin(args.server_url, f'DROP DATABASE IF EXISTS "{instance_db}" WITH (FORCE)')

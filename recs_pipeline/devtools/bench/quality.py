@@ -189,12 +189,11 @@ def run_in_domain(args: argparse.Namespace) -> int:
     from recs_pipeline.compute.quality import KINDS, evaluate_holdout, report_table
     from recs_pipeline.compute.scoring import ScoringParams
     from recs_pipeline.db import make_engine
-    from recs_pipeline.defs.recommendations.assets import resolve_now
     from recs_pipeline.defs.recommendations.quality_reading import read_snapshot
-    from recs_pipeline.resources import AppDatabase
+    from recs_pipeline.resources import AppDatabase, RunClock
 
     db = AppDatabase(url=args.database_url)
-    now = resolve_now(args.as_of)
+    now = RunClock(as_of=args.as_of).now()
     engine = make_engine(db.resolved_url())
     try:
         started = time.perf_counter()

@@ -63,7 +63,8 @@ def _refresh_child(url: str, top_k: int, queue: Any) -> None:
 def refresh_once(url: str, top_k: int = 10) -> dict[str, Any]:
     from recs_pipeline.compute.candidates import build_team_candidates, build_tournament_candidates
     from recs_pipeline.compute.scoring import ScoringParams, recommend
-    from recs_pipeline.db import make_engine, utc_now
+    from recs_pipeline.compute.timestamps import utc_now
+    from recs_pipeline.db import make_engine
     from recs_pipeline.defs.recommendations.reading import (
         build_user_feature_set,
         read_team_candidates,
@@ -201,7 +202,8 @@ def run_baseline(url: str, sample: int, seed: int) -> dict[str, Any]:
     import sqlalchemy as sa
 
     from recs_pipeline import schema
-    from recs_pipeline.db import make_engine, utc_now
+    from recs_pipeline.compute.timestamps import utc_now
+    from recs_pipeline.db import make_engine
 
     engine = make_engine(url)
     now = utc_now().replace(microsecond=0)

@@ -287,7 +287,8 @@ def run(args: argparse.Namespace) -> int:
 
     from recs_pipeline.cli import CliError
     from recs_pipeline.compute.retention import compute_cutoff
-    from recs_pipeline.db import make_engine, utc_now
+    from recs_pipeline.compute.timestamps import utc_now
+    from recs_pipeline.db import make_engine
     from recs_pipeline.defs.retention.job import purge_expired_rows
 
     if args.expired > args.rows or args.rows <= 0 or args.expired < 0:

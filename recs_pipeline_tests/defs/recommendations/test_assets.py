@@ -21,7 +21,7 @@ from recs_pipeline.defs.recommendations.jobs import refresh_user_recommendations
 from recs_pipeline.defs.recommendations.publishing import KINDS, TEAMS, TOURNAMENTS, stage, swap
 from recs_pipeline.defs.recommendations.reading import read_user_inputs
 from recs_pipeline.defs.recommendations.schedules import build_nightly_recommendations_schedule
-from recs_pipeline.resources import AppDatabase
+from recs_pipeline.resources import AppDatabase, RunClock
 from recs_pipeline_tests.conftest import _reset_postgres_schema, postgres_url
 from recs_pipeline_tests.recommendation_world import (
     AS_OF,
@@ -33,17 +33,12 @@ from recs_pipeline_tests.recommendation_world import (
 )
 
 RECOMMENDATION_ASSETS = dg.load_assets_from_modules([rec_assets])
-ASSET_CONFIG = {"ops": {
-    "user_features": {"config": {"as_of": AS_OF}},
-    "tournament_candidates": {"config": {"as_of": AS_OF}},
-    "team_candidates": {"config": {"as_of": AS_OF}},
-    "publish_recommendations": {"config": {"as_of": AS_OF}},
-}}
+ASSET_CONFIG = {"resources": {"clock": {"config": {"as_of": AS_OF}}}}
 
 
 def _materialize(app_db: AppDatabase, instance: dg.DagsterInstance) -> dg.ExecuteInProcessResult:
     return dg.materialize(
-        RECOMMENDATION_ASSETS, resources={"app_db": app_db}, run_config=ASSET_CONFIG,
+        RECOMMENDATION_ASSETS, resources={"app_db": app_db, "clock": RunClock()}, run_config=ASSET_CONFIG,
         instance=instance, raise_on_error=False,
         selection=dg.AssetSelection.assets(*[a for d in RECOMMENDATION_ASSETS for a in d.keys]),
     )
@@ -177,9 +172,9 @@ def test_one_user_refresh_replaces_only_that_user(
             "registered_at": [NOW], "placement": [None]}).astype(
                 {"team_id": "Int64", "placement": "Int64"}))
     result = refresh_user_recommendations_job.execute_in_process(
-        run_config={"ops": {"refresh_user_recommendations": {"config": {
-            "user_id": 1, "as_of": AS_OF}}}},
-        resources={"app_db": app_db}, instance=dagster_instance,
+        run_config={**ASSET_CONFIG, "ops": {"refresh_user_recommendations": {"config": {
+            "user_id": 1}}}},
+        resources={"app_db": app_db, "clock": RunClock()}, instance=dagster_instance,
     )
     assert result.success
     after_t = _published(engine, schema.tournament_recommendations)
@@ -202,9 +197,9 @@ def test_one_user_refresh_unknown_or_inactive_user_removes_rows(
             "user_id": [user_id], "tournament_id": [100], "rank": [1], "score": [0.5],
             "reason": ["old"], "model_version": ["old"], "generated_at": [NOW]}))
     result = refresh_user_recommendations_job.execute_in_process(
-        run_config={"ops": {"refresh_user_recommendations": {"config": {
-            "user_id": user_id, "as_of": AS_OF}}}},
-        resources={"app_db": app_db}, instance=dagster_instance,
+        run_config={**ASSET_CONFIG, "ops": {"refresh_user_recommendations": {"config": {
+            "user_id": user_id}}}},
+        resources={"app_db": app_db, "clock": RunClock()}, instance=dagster_instance,
     )
     assert result.success
     assert _published(engine, schema.tournament_recommendations).empty

@@ -17,19 +17,17 @@ from recs_pipeline.defs.recommendations.bucketed import (
     nightly_recommendations_bucketed_job,
 )
 from recs_pipeline.devtools.seed import SeedConfig, seed_database
-from recs_pipeline.resources import AppDatabase
+from recs_pipeline.resources import AppDatabase, RunClock
 from recs_pipeline_tests.recommendation_world import AS_OF, NOW, insert_world
 
 RECOMMENDATION_ASSETS = dg.load_assets_from_modules([recommendation_assets])
-NIGHTLY_CONFIG = {"ops": {
-    name: {"config": {"as_of": AS_OF}}
-    for name in ("user_features", "tournament_candidates", "team_candidates",
-                 "publish_recommendations")
-}}
 
 
-def _bucket_config(as_of: str) -> dict:
-    return {"ops": {"score_recommendation_bucket": {"config": {"as_of": as_of}}}}
+def _clock_config(as_of: str) -> dict:
+    return {"resources": {"clock": {"config": {"as_of": as_of}}}}
+
+
+NIGHTLY_CONFIG = _clock_config(AS_OF)
 
 
 def _published(engine: Engine) -> dict[str, pd.DataFrame]:
@@ -45,8 +43,8 @@ def _published(engine: Engine) -> dict[str, pd.DataFrame]:
 def _run_bucket(app_db: AppDatabase, instance: dg.DagsterInstance, index: int,
                 as_of: str = AS_OF) -> dg.ExecuteInProcessResult:
     return nightly_recommendations_bucketed_job.execute_in_process(
-        partition_key=bucket_key(index), run_config=_bucket_config(as_of),
-        resources={"app_db": app_db}, instance=instance,
+        partition_key=bucket_key(index), run_config=_clock_config(as_of),
+        resources={"app_db": app_db, "clock": RunClock()}, instance=instance,
     )
 
 
@@ -63,7 +61,7 @@ def test_buckets_publish_the_single_process_rows_together(
     app_db: AppDatabase, engine: Engine, dagster_instance: dg.DagsterInstance
 ) -> None:
     insert_world(engine)
-    single = dg.materialize(RECOMMENDATION_ASSETS, resources={"app_db": app_db},
+    single = dg.materialize(RECOMMENDATION_ASSETS, resources={"app_db": app_db, "clock": RunClock()},
                             run_config=NIGHTLY_CONFIG, instance=dagster_instance)
     assert single.success
     expected = _published(engine)
@@ -129,9 +127,8 @@ def test_buckets_match_single_process_on_seeded_data_with_ties(
         _run_bucket(app_db, dagster_instance, index, as_of=as_of)
     bucketed = _published(engine)
     single = dg.materialize(
-        RECOMMENDATION_ASSETS, resources={"app_db": app_db}, instance=dagster_instance,
-        run_config={"ops": {name: {"config": {"as_of": as_of}}
-                            for name in NIGHTLY_CONFIG["ops"]}},
+        RECOMMENDATION_ASSETS, resources={"app_db": app_db, "clock": RunClock()}, instance=dagster_instance,
+        run_config=_clock_config(as_of),
     )
     assert single.success
     tied = 0

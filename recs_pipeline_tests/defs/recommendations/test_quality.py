@@ -21,7 +21,7 @@ from recs_pipeline.defs.recommendations.checks import (
 )
 from recs_pipeline.defs.recommendations.quality import recommendation_quality
 from recs_pipeline.devtools.seed import SeedConfig, seed_database
-from recs_pipeline.resources import AppDatabase
+from recs_pipeline.resources import AppDatabase, RunClock
 
 SEED_NOW = datetime(2026, 6, 1)
 AS_OF = "2026-06-01T00:00:00"
@@ -35,17 +35,17 @@ def seeded(engine: Engine) -> Engine:
 
 
 def _job_config(**quality: Any) -> dict[str, Any]:
-    ops = {name: {"config": {"as_of": AS_OF}} for name in (
-        "user_features", "tournament_candidates", "team_candidates", "publish_recommendations")}
-    ops["recommendation_quality"] = {"config": {"as_of": AS_OF, "min_users": 10, **quality}}
-    return {"ops": ops}
+    return {
+        "resources": {"clock": {"config": {"as_of": AS_OF}}},
+        "ops": {"recommendation_quality": {"config": {"min_users": 10, **quality}}},
+    }
 
 
 def _run_nightly(app_db: AppDatabase, instance: dg.DagsterInstance,
                  **quality: Any) -> dg.ExecuteInProcessResult:
     job = defs.resolve_job_def("nightly_recommendations_job")
     return job.execute_in_process(run_config=_job_config(**quality), instance=instance,
-                                  resources={"app_db": app_db}, raise_on_error=False)
+                                  resources={"app_db": app_db, "clock": RunClock()}, raise_on_error=False)
 
 
 def _gate(result: dg.ExecuteInProcessResult) -> Any:
@@ -76,8 +76,8 @@ def _count(engine: Engine, item: sa.Column, at: sa.Column, start: datetime,
 def test_quality_asset_figures(app_db: AppDatabase, seeded: Engine,
                                dagster_instance: dg.DagsterInstance) -> None:
     result = dg.materialize(
-        [recommendation_quality], resources={"app_db": app_db}, instance=dagster_instance,
-        run_config={"ops": {"recommendation_quality": {"config": {"as_of": AS_OF}}}},
+        [recommendation_quality], resources={"app_db": app_db, "clock": RunClock()}, instance=dagster_instance,
+        run_config={"resources": {"clock": {"config": {"as_of": AS_OF}}}},
     )
     assert result.success
     evaluation = result.output_for_node("recommendation_quality")

@@ -17,7 +17,8 @@ from sqlalchemy.engine import Engine
 
 from recs_pipeline import schema
 from recs_pipeline.bootstrap import init_app_database
-from recs_pipeline.db import make_engine, utc_now
+from recs_pipeline.compute.timestamps import utc_now
+from recs_pipeline.db import make_engine
 from recs_pipeline.defs.retention.job import (
     ACTIVITIES,
     APP_EVENTS,
