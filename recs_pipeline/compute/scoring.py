@@ -559,24 +559,41 @@ def recommend(
         return _recommend(users, tournaments, teams, params, now, user_ids)
 
 
-def _recommend(
+@dataclass
+class _InteractionSpace:
+    """Who did what, as sparse matrices over fixed vocabularies of users, tournaments and teams.
+
+    `x_*` are the history (user_vocab x every tournament / team seen), `r_*` who is already
+    registered / a member of each candidate (user_vocab x candidates), `*_cols` the candidates'
+    columns in the history vocabularies.
+    """
+
+    features: pd.DataFrame  # the scored users' feature rows, by user_id
+    scored_ids: np.ndarray
+    scored_rows: np.ndarray  # the scored users' rows in user_vocab
+    tournament_attributes: pd.DataFrame
+    team_attributes: pd.DataFrame
+    x_tournaments: sp.csr_matrix
+    x_teams: sp.csr_matrix
+    registrants: sp.csr_matrix
+    members: sp.csr_matrix
+    tournament_cols: np.ndarray
+    team_cols: np.ndarray
+
+
+def _interaction_space(
     users: UserFeatureSet,
     tournaments: CandidateSet,
     teams: CandidateSet,
-    params: ScoringParams,
-    now: datetime,
-    user_ids: np.ndarray | None = None,
-) -> Recommendations:
-    timings: dict[str, float] = {}
-    t0 = time.perf_counter()
+    user_ids: np.ndarray | None,
+) -> _InteractionSpace:
     features = users.features.sort_values("user_id").reset_index(drop=True)
     all_ids = features["user_id"].to_numpy(dtype=np.int64)
     if user_ids is not None:
         features = features[np.isin(all_ids, np.asarray(user_ids, dtype=np.int64))]
         features = features.reset_index(drop=True)
     scored_ids = features["user_id"].to_numpy(dtype=np.int64)
-    t_items = tournaments.items
-    m_items = teams.items
+    t_items, m_items = tournaments.items, teams.items
     user_vocab = np.unique(np.concatenate([
         all_ids,
         users.tournament_history["user_id"].to_numpy(dtype=np.int64),
@@ -598,20 +615,48 @@ def _recommend(
     ).drop_duplicates("team_id").sort_values("team_id")
     t_vocab = t_attr["tournament_id"].to_numpy(dtype=np.int64)
     m_vocab = m_attr["team_id"].to_numpy(dtype=np.int64)
-
-    x_t = _pair_matrix(users.tournament_history, "user_id", "tournament_id", user_vocab, t_vocab)
-    x_m = _pair_matrix(users.team_history, "user_id", "team_id", user_vocab, m_vocab)
     t_cols, _ = _positions(t_vocab, t_items["tournament_id"].to_numpy())
     m_cols, _ = _positions(m_vocab, m_items["team_id"].to_numpy())
-    r_t = _pair_matrix(
-        tournaments.members, "user_id", "item_id", user_vocab,
-        t_items["tournament_id"].to_numpy(dtype=np.int64),
-    )
-    r_m = _pair_matrix(
-        teams.members, "user_id", "item_id", user_vocab, m_items["team_id"].to_numpy(dtype=np.int64)
+    return _InteractionSpace(
+        features=features,
+        scored_ids=scored_ids,
+        scored_rows=scored_rows,
+        tournament_attributes=t_attr,
+        team_attributes=m_attr,
+        x_tournaments=_pair_matrix(
+            users.tournament_history, "user_id", "tournament_id", user_vocab, t_vocab),
+        x_teams=_pair_matrix(users.team_history, "user_id", "team_id", user_vocab, m_vocab),
+        registrants=_pair_matrix(
+            tournaments.members, "user_id", "item_id", user_vocab,
+            t_items["tournament_id"].to_numpy(dtype=np.int64),
+        ),
+        members=_pair_matrix(
+            teams.members, "user_id", "item_id", user_vocab,
+            m_items["team_id"].to_numpy(dtype=np.int64),
+        ),
+        tournament_cols=t_cols,
+        team_cols=m_cols,
     )
 
-    # Affinity counts: history x one-hot attribute codes, for the scored users only.
+
+@dataclass
+class _Affinities:
+    """The scored users' attribute affinities, and which games they have played."""
+
+    tournament_terms: list[tuple[np.ndarray, np.ndarray]]  # (users x values, candidate codes)
+    team_terms: list[tuple[np.ndarray, np.ndarray]]
+    played_tournament_game: np.ndarray  # (scored users x games) bool
+    played_any_game: np.ndarray
+    tournament_game_code: np.ndarray  # (candidates,) game code of each candidate
+    team_game_code: np.ndarray
+    has_history: np.ndarray  # (scored users,) bool
+
+
+def _affinities(space: _InteractionSpace, params: ScoringParams) -> _Affinities:
+    """Affinity counts: history x one-hot attribute codes, for the scored users only."""
+    t_attr, m_attr = space.tournament_attributes, space.team_attributes
+    x_t, x_m = space.x_tournaments, space.x_teams
+    t_cols, m_cols = space.tournament_cols, space.team_cols
     games = np.unique(np.concatenate([t_attr["game_id"].to_numpy(dtype=np.int64),
                                       m_attr["game_id"].to_numpy(dtype=np.int64)]))
     t_game_code, _ = _positions(games, t_attr["game_id"].to_numpy())
@@ -624,85 +669,128 @@ def _recommend(
         "slot": (t_attr["start_slot"].to_numpy(dtype=np.int64), len(SLOT_LABELS)),
         "band": (t_attr["band_class"].to_numpy(dtype=np.int64), 5),
     }
-    x_t_scored = x_t[scored_rows]
-    x_m_scored = x_m[scored_rows]
-    t_affinity: list[tuple[np.ndarray, np.ndarray]] = []
+    x_t_scored = x_t[space.scored_rows]
+    x_m_scored = x_m[space.scored_rows]
+    t_terms: list[tuple[np.ndarray, np.ndarray]] = []
     for codes, n_values in t_families.values():
         onehot = _one_hot(codes, n_values)
         prior_counts = np.asarray((x_t @ onehot).sum(axis=0)).ravel()
         prior = prior_counts / prior_counts.sum() if prior_counts.sum() > 0 else None
         matrix = smoothed_affinity(x_t_scored @ onehot, smoothing=params.smoothing, prior=prior)
-        t_affinity.append((matrix, codes[t_cols] if len(t_cols) else codes[:0]))
-    game_counts_all = x_t @ _one_hot(t_game_code, len(games)) + x_m @ _one_hot(
-        m_game_code, len(games)
-    )
-    game_prior = np.asarray(game_counts_all.sum(axis=0)).ravel()
+        t_terms.append((matrix, codes[t_cols] if len(t_cols) else codes[:0]))
+    t_games, m_games = _one_hot(t_game_code, len(games)), _one_hot(m_game_code, len(games))
+    game_prior = np.asarray((x_t @ t_games + x_m @ m_games).sum(axis=0)).ravel()
     game_aff = smoothed_affinity(
-        x_t_scored @ _one_hot(t_game_code, len(games))
-        + x_m_scored @ _one_hot(m_game_code, len(games)),
+        x_t_scored @ t_games + x_m_scored @ m_games,
         smoothing=params.smoothing,
         prior=game_prior / game_prior.sum() if game_prior.sum() > 0 else None,
     )
-    m_affinity = [(game_aff, m_game_code[m_cols] if len(m_cols) else m_game_code[:0])]
-    played_t = (x_t_scored @ _one_hot(t_game_code, len(games))).toarray() > 0
-    played_any = played_t | ((x_m_scored @ _one_hot(m_game_code, len(games))).toarray() > 0)
-    t_item_game = t_game_code[t_cols] if len(t_cols) else t_game_code[:0]
-    m_item_game = m_game_code[m_cols] if len(m_cols) else m_game_code[:0]
-    has_history = (x_t_scored.getnnz(axis=1) + x_m_scored.getnnz(axis=1)) > 0
-    timings["features"] = time.perf_counter() - t0
+    played_t = (x_t_scored @ t_games).toarray() > 0
+    return _Affinities(
+        tournament_terms=t_terms,
+        team_terms=[(game_aff, m_game_code[m_cols] if len(m_cols) else m_game_code[:0])],
+        played_tournament_game=played_t,
+        played_any_game=played_t | ((x_m_scored @ m_games).toarray() > 0),
+        tournament_game_code=t_game_code[t_cols] if len(t_cols) else t_game_code[:0],
+        team_game_code=m_game_code[m_cols] if len(m_cols) else m_game_code[:0],
+        has_history=(x_t_scored.getnnz(axis=1) + x_m_scored.getnnz(axis=1)) > 0,
+    )
 
-    # Collaborative model on all interactions; candidates embedded from their members.
-    t0 = time.perf_counter()
-    model: CollaborativeModel = fit_collaborative(sp.hstack([x_t, x_m], format="csr"),
-                                                  params.collaborative)
-    user_factors = _unit_rows(model.user_factors)
-    t_emb = _unit_rows(model.embed_items(sp.csr_matrix(r_t.T)))
-    m_emb = _unit_rows(model.embed_items(sp.csr_matrix(r_m.T)))
-    timings["collaborative"] = time.perf_counter() - t0
 
-    # Co-play: contexts are finished/running tournaments and teams of a human size.
-    t0 = time.perf_counter()
-    t_status_ok = t_attr["status"].isin(CONTEXT_STATUSES).to_numpy()
+@dataclass
+class _Embeddings:
+    """Collaborative model on all interactions; candidates embedded from their members."""
+
+    model: CollaborativeModel
+    user_factors: np.ndarray  # unit rows
+    tournaments: np.ndarray  # (candidates x d) unit rows
+    teams: np.ndarray
+
+
+def _embeddings(space: _InteractionSpace, params: ScoringParams) -> _Embeddings:
+    model = fit_collaborative(sp.hstack([space.x_tournaments, space.x_teams], format="csr"),
+                              params.collaborative)
+    return _Embeddings(
+        model=model,
+        user_factors=_unit_rows(model.user_factors),
+        tournaments=_unit_rows(model.embed_items(sp.csr_matrix(space.registrants.T))),
+        teams=_unit_rows(model.embed_items(sp.csr_matrix(space.members.T))),
+    )
+
+
+def _coplay(
+    space: _InteractionSpace, params: ScoringParams
+) -> tuple[sp.csr_matrix, sp.csr_matrix, int]:
+    """Co-play counts per (scored user, candidate) of each kind, and the number of contexts.
+
+    Contexts are finished/running tournaments and teams of a human size.
+    """
+    x_t, x_m = space.x_tournaments, space.x_teams
+    t_status_ok = space.tournament_attributes["status"].isin(CONTEXT_STATUSES).to_numpy()
     t_small = np.asarray(x_t.getnnz(axis=0)) <= params.max_context_size
     m_small = np.asarray(x_m.getnnz(axis=0)) <= params.max_context_size
     contexts = sp.hstack(
         [x_t[:, np.flatnonzero(t_status_ok & t_small)], x_m[:, np.flatnonzero(m_small)]],
         format="csr",
     )
-    t_coplay, m_coplay = coplay_counts(contexts, [r_t, r_m], scored_rows,
-                                       params.max_batch_cells)
+    t_coplay, m_coplay = coplay_counts(contexts, [space.registrants, space.members],
+                                       space.scored_rows, params.max_batch_cells)
+    return t_coplay, m_coplay, int(contexts.shape[1])
+
+
+def _recommend(
+    users: UserFeatureSet,
+    tournaments: CandidateSet,
+    teams: CandidateSet,
+    params: ScoringParams,
+    now: datetime,
+    user_ids: np.ndarray | None = None,
+) -> Recommendations:
+    timings: dict[str, float] = {}
+    t0 = time.perf_counter()
+    space = _interaction_space(users, tournaments, teams, user_ids)
+    affinities = _affinities(space, params)
+    timings["features"] = time.perf_counter() - t0
+
+    t0 = time.perf_counter()
+    embeddings = _embeddings(space, params)
+    timings["collaborative"] = time.perf_counter() - t0
+
+    t0 = time.perf_counter()
+    t_coplay, m_coplay, n_contexts = _coplay(space, params)
     timings["coplay"] = time.perf_counter() - t0
 
     # Score each kind by (game, region) group.
     t0 = time.perf_counter()
     prof = users.profiles
-    p_pos, p_found = _positions(scored_ids, prof["user_id"].to_numpy())
-    prof_pos = p_pos[p_found]
-    prof_game = prof["game_id"].to_numpy(dtype=np.int64)[p_found]
-    prof_skill = prof["skill_rating"].to_numpy(dtype=np.float64)[p_found]
-    user_regions = features["region"].astype(str).to_numpy(dtype=object)
+    p_pos, p_found = _positions(space.scored_ids, prof["user_id"].to_numpy())
+    user_regions = space.features["region"].astype(str).to_numpy(dtype=object)
     version = params.model_version()
     outputs: dict[str, pd.DataFrame] = {}
     covered: dict[str, int] = {}
-    for kind, items, attached_k, emb, cop, aff, weights, allow_global, played, item_game in (
-        ("tournaments", t_items, r_t, t_emb, t_coplay, t_affinity,
-         params.tournament_weights.vector(), True, played_t, t_item_game),
-        ("teams", m_items, r_m, m_emb, m_coplay, m_affinity, params.team_weights.vector(), False,
-         played_any, m_item_game),
+    for inp in (
+        _KindInputs("tournaments", tournaments.items, space.registrants,
+                    embeddings.tournaments, t_coplay, affinities.tournament_terms,
+                    params.tournament_weights.vector(), True,
+                    affinities.played_tournament_game, affinities.tournament_game_code),
+        _KindInputs("teams", teams.items, space.members, embeddings.teams, m_coplay,
+                    affinities.team_terms, params.team_weights.vector(), False,
+                    affinities.played_any_game, affinities.team_game_code),
     ):
-        inp = _KindInputs(kind, items, attached_k, emb, cop, aff, weights, allow_global,
-                          played, item_game)
         picked = _score_kind(
-            inp, scored_rows=scored_rows, user_regions=user_regions, profile_pos=prof_pos,
-            profile_game=prof_game, profile_skill=prof_skill, user_factors=user_factors,
-            has_history=has_history, params=params,
+            inp, scored_rows=space.scored_rows, user_regions=user_regions,
+            profile_pos=p_pos[p_found],
+            profile_game=prof["game_id"].to_numpy(dtype=np.int64)[p_found],
+            profile_skill=prof["skill_rating"].to_numpy(dtype=np.float64)[p_found],
+            user_factors=embeddings.user_factors, has_history=affinities.has_history,
+            params=params,
         )
-        covered[kind] = (
+        covered[inp.kind] = (
             len(np.unique(np.concatenate(picked.users_with_candidates)))
             if picked.users_with_candidates else 0
         )
-        outputs[kind] = _assemble(kind, picked, items, scored_ids, has_history, params, version,
-                                  now)
+        outputs[inp.kind] = _assemble(inp.kind, picked, inp.items, space.scored_ids,
+                                      affinities.has_history, params, version, now)
     timings["score"] = time.perf_counter() - t0
     return Recommendations(
         tournaments=outputs["tournaments"],
@@ -711,12 +799,12 @@ def _recommend(
         timings=timings,
         users_with_candidates=covered,
         stats={
-            "users_scored": len(scored_ids),
-            "users_with_history": int(has_history.sum()),
-            "collaborative_factors": model.n_factors,
-            "coplay_contexts": int(contexts.shape[1]),
-            "tournament_candidates": len(t_items),
-            "team_candidates": len(m_items),
+            "users_scored": len(space.scored_ids),
+            "users_with_history": int(affinities.has_history.sum()),
+            "collaborative_factors": embeddings.model.n_factors,
+            "coplay_contexts": n_contexts,
+            "tournament_candidates": len(tournaments.items),
+            "team_candidates": len(teams.items),
         },
     )
 

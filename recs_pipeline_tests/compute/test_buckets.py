@@ -41,13 +41,14 @@ def test_scoring_bucket_by_bucket_equals_one_full_run(engine: Engine) -> None:
     insert_world(engine)
     with engine.connect() as conn:
         users = build_user_feature_set(read_user_inputs(conn, NOW), NOW)
-        tcands = load_tournament_candidates(conn, NOW)
-        mcands = load_team_candidates(conn, NOW)
+        tournament_candidates = load_tournament_candidates(conn, NOW)
+        team_candidates = load_team_candidates(conn, NOW)
     params = ScoringParams()
-    full = recommend(users, tcands, mcands, params, NOW)
+    full = recommend(users, tournament_candidates, team_candidates, params, NOW)
     ids = users.features["user_id"].to_numpy()
     parts = [
-        recommend(users, tcands, mcands, params, NOW, user_ids=ids[user_buckets(ids, 3) == b])
+        recommend(users, tournament_candidates, team_candidates, params, NOW,
+                  user_ids=ids[user_buckets(ids, 3) == b])
         for b in range(3)
     ]
     assert full.tournaments.shape[0] > 0

@@ -157,14 +157,15 @@ def score_recommendation_bucket(
     t0 = time.perf_counter()
     with app_db.connect() as conn:
         inputs = read_user_inputs(conn, as_of)
-        tcands = load_tournament_candidates(conn, as_of)
-        mcands = load_team_candidates(conn, as_of)
+        tournament_candidates = load_tournament_candidates(conn, as_of)
+        team_candidates = load_team_candidates(conn, as_of)
     timings["read"] = time.perf_counter() - t0
     t0 = time.perf_counter()
     users = build_user_feature_set(inputs, as_of)
     all_ids = users.features["user_id"].to_numpy(dtype=np.int64)
     bucket_ids = all_ids[user_buckets(all_ids, NUM_BUCKETS) == bucket]
-    recs = recommend(users, tcands, mcands, ScoringParams(top_k=config.top_k), as_of,
+    recs = recommend(users, tournament_candidates, team_candidates,
+                     ScoringParams(top_k=config.top_k), as_of,
                      user_ids=bucket_ids)
     timings["score"] = time.perf_counter() - t0
     t0 = time.perf_counter()
@@ -181,7 +182,8 @@ def score_recommendation_bucket(
         "executed_by": dg.MetadataValue.json(_process_identity()),
         **{f"seconds_{k}": round(v, 3) for k, v in timings.items()},
     })
-    return ScoredBucket(bucket, as_of, recs.model_version, config.top_k, users, tcands, mcands)
+    return ScoredBucket(bucket, as_of, recs.model_version, config.top_k, users,
+                        tournament_candidates, team_candidates)
 
 
 def _read_buckets(engine: Engine, kind: RecommendationKind) -> pd.DataFrame:

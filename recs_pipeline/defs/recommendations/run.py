@@ -14,7 +14,7 @@ from datetime import datetime
 from typing import Any
 
 import pandas as pd
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Connection, Engine
 
 from recs_pipeline.compute.candidates import CandidateSet
 from recs_pipeline.compute.eligibility import find_violations
@@ -31,6 +31,7 @@ from recs_pipeline.defs.recommendations.publishing import (
     TEAMS,
     TOURNAMENTS,
     RecommendationKind,
+    drop_staging,
     fingerprints_match,
     frame_fingerprint,
     replace_user_rows,
@@ -65,9 +66,9 @@ def _frames(recs: Recommendations) -> dict[RecommendationKind, pd.DataFrame]:
     return {TOURNAMENTS: recs.tournaments, TEAMS: recs.teams}
 
 
-def _candidates(kind: RecommendationKind, tcands: CandidateSet, mcands: CandidateSet
-                ) -> CandidateSet:
-    return tcands if kind is TOURNAMENTS else mcands
+def _candidates(kind: RecommendationKind, tournament_candidates: CandidateSet,
+                team_candidates: CandidateSet) -> CandidateSet:
+    return tournament_candidates if kind is TOURNAMENTS else team_candidates
 
 
 def violations_for(
@@ -92,12 +93,39 @@ def violations_for(
     return pd.concat(parts, ignore_index=True)
 
 
+def _check_staged(
+    conn: Connection,
+    kind: RecommendationKind,
+    frame: pd.DataFrame,
+    recs: Recommendations,
+    users: UserFeatureSet,
+    candidates: CandidateSet,
+    *,
+    top_k: int,
+    now: datetime,
+    min_coverage: float,
+) -> list[CheckOutcome]:
+    """The blocking checks of one kind: the staged rows are the computed ones, and those rows
+    follow every rule (eligibility, shape, PII, coverage)."""
+    staged_fp = staged_fingerprint(conn, kind)
+    matches = fingerprints_match(staged_fp, frame_fingerprint(frame, kind.item_column))
+    summary = summarize_recommendations(frame, kind.item_column, top_k)
+    summary["rows"] = int(staged_fp["rows"])
+    summary["rows_with_pii"] = max(summary["rows_with_pii"], int(staged_fp["email_like"]))
+    violations = violations_for(kind, frame, users, candidates, now)
+    return evaluate_recommendation_checks(
+        kind.name, summary, violations, recs.users_with_candidates[kind.name],
+        expected_rows=len(frame), top_k=top_k, min_coverage=min_coverage,
+        staged_matches=matches,
+    )
+
+
 def stage_check_publish(
     engine: Engine,
     recs: Recommendations,
     users: UserFeatureSet,
-    tcands: CandidateSet,
-    mcands: CandidateSet,
+    tournament_candidates: CandidateSet,
+    team_candidates: CandidateSet,
     *,
     top_k: int,
     now: datetime,
@@ -112,34 +140,31 @@ def stage_check_publish(
     """
     timings: dict[str, float] = {}
     frames = _frames(recs)
-    t0 = time.perf_counter()
-    staged = {kind.name: stage(engine, kind, frames[kind]) for kind in KINDS}
-    timings["write"] = time.perf_counter() - t0
-
-    t0 = time.perf_counter()
-    outcomes: list[CheckOutcome] = []
-    with engine.connect() as conn:
-        for kind in KINDS:
-            frame = frames[kind]
-            staged_fp = staged_fingerprint(conn, kind)
-            matches = fingerprints_match(staged_fp, frame_fingerprint(frame, kind.item_column))
-            summary = summarize_recommendations(frame, kind.item_column, top_k)
-            summary["rows"] = int(staged_fp["rows"])
-            summary["rows_with_pii"] = max(summary["rows_with_pii"], int(staged_fp["email_like"]))
-            violations = violations_for(kind, frame, users,
-                                        _candidates(kind, tcands, mcands), now)
-            outcomes += evaluate_recommendation_checks(
-                kind.name, summary, violations, recs.users_with_candidates[kind.name],
-                expected_rows=len(frame), top_k=top_k, min_coverage=min_coverage,
-                staged_matches=matches,
-            )
-    timings["checks"] = time.perf_counter() - t0
-
-    published = all(c.passed for c in outcomes)
-    if published:
+    swapped = False
+    try:
         t0 = time.perf_counter()
-        swap(engine, KINDS)
-        timings["swap"] = time.perf_counter() - t0
+        staged = {kind.name: stage(engine, kind, frames[kind]) for kind in KINDS}
+        timings["write"] = time.perf_counter() - t0
+
+        t0 = time.perf_counter()
+        outcomes: list[CheckOutcome] = []
+        with engine.connect() as conn:
+            for kind in KINDS:
+                outcomes += _check_staged(conn, kind, frames[kind], recs, users,
+                                          _candidates(kind, tournament_candidates,
+                                                      team_candidates),
+                                          top_k=top_k, now=now, min_coverage=min_coverage)
+        timings["checks"] = time.perf_counter() - t0
+
+        published = all(c.passed for c in outcomes)
+        if published:
+            t0 = time.perf_counter()
+            swap(engine, KINDS)
+            swapped = True
+            timings["swap"] = time.perf_counter() - t0
+    finally:
+        if not swapped:  # failed checks or an error: no `<table>__staging` is left behind
+            drop_staging(engine, KINDS)
     return PublishOutcome(outcomes, published, staged, timings)
 
 
@@ -166,8 +191,8 @@ def refresh_user(
     timings: dict[str, Any] = {}
     t0 = time.perf_counter()
     with engine.connect() as conn:
-        tcands = load_tournament_candidates(conn, now)
-        mcands = load_team_candidates(conn, now)
+        tournament_candidates = load_tournament_candidates(conn, now)
+        team_candidates = load_team_candidates(conn, now)
         inputs = read_user_inputs(conn, now, user_ids=[user_id])
     timings["read"] = time.perf_counter() - t0
     t0 = time.perf_counter()
@@ -180,13 +205,14 @@ def refresh_user(
         rows = replace_user_rows(engine, user_id, empty)
         timings["write"] = time.perf_counter() - t0
         return UserRefreshOutcome(user_id, "not_eligible", rows, [], timings, version)
-    recs = recommend(users, tcands, mcands, params, now)
+    recs = recommend(users, tournament_candidates, team_candidates, params, now)
     timings.update({f"score_{k}": v for k, v in recs.timings.items()})
     frames = _frames(recs)
     checks: list[CheckOutcome] = []
     for kind in KINDS:
         frame = frames[kind]
-        violations = violations_for(kind, frame, users, _candidates(kind, tcands, mcands), now)
+        violations = violations_for(
+            kind, frame, users, _candidates(kind, tournament_candidates, team_candidates), now)
         checks += evaluate_recommendation_checks(
             kind.name, summarize_recommendations(frame, kind.item_column, params.top_k),
             violations, recs.users_with_candidates[kind.name], expected_rows=len(frame),

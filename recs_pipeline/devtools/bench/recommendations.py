@@ -85,14 +85,15 @@ def refresh_once(url: str, top_k: int = 10) -> dict[str, Any]:
     stages["read"] = time.perf_counter() - t0
     t0 = time.perf_counter()
     users = build_user_feature_set(inputs, now)
-    tcands = build_tournament_candidates(t_frame, t_regs, now)
-    mcands = build_team_candidates(m_frame, m_members, now)
+    tournament_candidates = build_tournament_candidates(t_frame, t_regs, now)
+    team_candidates = build_team_candidates(m_frame, m_members, now)
     stages["features"] = time.perf_counter() - t0
     params = ScoringParams(top_k=top_k)
-    recs = recommend(users, tcands, mcands, params, now)
+    recs = recommend(users, tournament_candidates, team_candidates, params, now)
     stages["features"] += recs.timings["features"]
     stages["score"] = recs.timings["collaborative"] + recs.timings["coplay"] + recs.timings["score"]
-    outcome = stage_check_publish(engine, recs, users, tcands, mcands, top_k=top_k, now=now)
+    outcome = stage_check_publish(engine, recs, users, tournament_candidates, team_candidates,
+                                  top_k=top_k, now=now)
     stages.update(outcome.timings)
     total = time.perf_counter() - t_all
     engine.dispose()

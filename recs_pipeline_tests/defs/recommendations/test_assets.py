@@ -32,13 +32,18 @@ from recs_pipeline_tests.recommendation_world import (
     insert_world,
 )
 
+
+def _resources(app_db: AppDatabase) -> dict[str, object]:
+    return {"app_db": app_db, "clock": RunClock()}
+
+
 RECOMMENDATION_ASSETS = dg.load_assets_from_modules([rec_assets])
 ASSET_CONFIG = {"resources": {"clock": {"config": {"as_of": AS_OF}}}}
 
 
 def _materialize(app_db: AppDatabase, instance: dg.DagsterInstance) -> dg.ExecuteInProcessResult:
     return dg.materialize(
-        RECOMMENDATION_ASSETS, resources={"app_db": app_db, "clock": RunClock()}, run_config=ASSET_CONFIG,
+        RECOMMENDATION_ASSETS, resources=_resources(app_db), run_config=ASSET_CONFIG,
         instance=instance, raise_on_error=False,
         selection=dg.AssetSelection.assets(*[a for d in RECOMMENDATION_ASSETS for a in d.keys]),
     )
@@ -157,6 +162,9 @@ def test_failed_check_leaves_published_rows_and_fails_with_reason(
     assert checks[("tournament_recommendations", "ranks_contiguous")] is False
     assert checks[("team_recommendations", "eligibility")] is True
     pd.testing.assert_frame_equal(_published(engine, schema.tournament_recommendations), before)
+    inspector = sa.inspect(engine)  # the failed publish cleaned up after itself
+    assert not inspector.has_table("tournament_recommendations__staging")
+    assert not inspector.has_table("team_recommendations__staging")
 
 
 def test_one_user_refresh_replaces_only_that_user(
@@ -174,7 +182,7 @@ def test_one_user_refresh_replaces_only_that_user(
     result = refresh_user_recommendations_job.execute_in_process(
         run_config={**ASSET_CONFIG, "ops": {"refresh_user_recommendations": {"config": {
             "user_id": 1}}}},
-        resources={"app_db": app_db, "clock": RunClock()}, instance=dagster_instance,
+        resources=_resources(app_db), instance=dagster_instance,
     )
     assert result.success
     after_t = _published(engine, schema.tournament_recommendations)
@@ -199,7 +207,7 @@ def test_one_user_refresh_unknown_or_inactive_user_removes_rows(
     result = refresh_user_recommendations_job.execute_in_process(
         run_config={**ASSET_CONFIG, "ops": {"refresh_user_recommendations": {"config": {
             "user_id": user_id}}}},
-        resources={"app_db": app_db, "clock": RunClock()}, instance=dagster_instance,
+        resources=_resources(app_db), instance=dagster_instance,
     )
     assert result.success
     assert _published(engine, schema.tournament_recommendations).empty

@@ -20,6 +20,11 @@ from recs_pipeline.devtools.seed import SeedConfig, seed_database
 from recs_pipeline.resources import AppDatabase, RunClock
 from recs_pipeline_tests.recommendation_world import AS_OF, NOW, insert_world
 
+
+def _resources(app_db: AppDatabase) -> dict[str, object]:
+    return {"app_db": app_db, "clock": RunClock()}
+
+
 RECOMMENDATION_ASSETS = dg.load_assets_from_modules([recommendation_assets])
 
 
@@ -44,7 +49,7 @@ def _run_bucket(app_db: AppDatabase, instance: dg.DagsterInstance, index: int,
                 as_of: str = AS_OF) -> dg.ExecuteInProcessResult:
     return nightly_recommendations_bucketed_job.execute_in_process(
         partition_key=bucket_key(index), run_config=_clock_config(as_of),
-        resources={"app_db": app_db, "clock": RunClock()}, instance=instance,
+        resources=_resources(app_db), instance=instance,
     )
 
 
@@ -61,7 +66,7 @@ def test_buckets_publish_the_single_process_rows_together(
     app_db: AppDatabase, engine: Engine, dagster_instance: dg.DagsterInstance
 ) -> None:
     insert_world(engine)
-    single = dg.materialize(RECOMMENDATION_ASSETS, resources={"app_db": app_db, "clock": RunClock()},
+    single = dg.materialize(RECOMMENDATION_ASSETS, resources=_resources(app_db),
                             run_config=NIGHTLY_CONFIG, instance=dagster_instance)
     assert single.success
     expected = _published(engine)
@@ -127,7 +132,7 @@ def test_buckets_match_single_process_on_seeded_data_with_ties(
         _run_bucket(app_db, dagster_instance, index, as_of=as_of)
     bucketed = _published(engine)
     single = dg.materialize(
-        RECOMMENDATION_ASSETS, resources={"app_db": app_db, "clock": RunClock()}, instance=dagster_instance,
+        RECOMMENDATION_ASSETS, resources=_resources(app_db), instance=dagster_instance,
         run_config=_clock_config(as_of),
     )
     assert single.success

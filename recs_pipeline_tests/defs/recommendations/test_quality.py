@@ -34,6 +34,10 @@ def seeded(engine: Engine) -> Engine:
     return engine
 
 
+def _resources(app_db: AppDatabase) -> dict[str, object]:
+    return {"app_db": app_db, "clock": RunClock()}
+
+
 def _job_config(**quality: Any) -> dict[str, Any]:
     return {
         "resources": {"clock": {"config": {"as_of": AS_OF}}},
@@ -45,7 +49,7 @@ def _run_nightly(app_db: AppDatabase, instance: dg.DagsterInstance,
                  **quality: Any) -> dg.ExecuteInProcessResult:
     job = defs.resolve_job_def("nightly_recommendations_job")
     return job.execute_in_process(run_config=_job_config(**quality), instance=instance,
-                                  resources={"app_db": app_db, "clock": RunClock()}, raise_on_error=False)
+                                  resources=_resources(app_db), raise_on_error=False)
 
 
 def _gate(result: dg.ExecuteInProcessResult) -> Any:
@@ -76,7 +80,7 @@ def _count(engine: Engine, item: sa.Column, at: sa.Column, start: datetime,
 def test_quality_asset_figures(app_db: AppDatabase, seeded: Engine,
                                dagster_instance: dg.DagsterInstance) -> None:
     result = dg.materialize(
-        [recommendation_quality], resources={"app_db": app_db, "clock": RunClock()}, instance=dagster_instance,
+        [recommendation_quality], resources=_resources(app_db), instance=dagster_instance,
         run_config={"resources": {"clock": {"config": {"as_of": AS_OF}}}},
     )
     assert result.success
