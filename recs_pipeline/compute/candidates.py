@@ -19,10 +19,11 @@ TOURNAMENT_CANDIDATE_COLUMNS: tuple[str, ...] = (
     "tournament_id", "game_id", "game_name", "region", "status", "registration_closes_at",
     "starts_at", "skill_min", "skill_max", "max_participants", "registered", "open_slots",
     "fill_rate", "size_class", "start_slot", "band_class", "avg_skill", "hours_to_close",
+    "name", "listed_days", "start_hour",
 )
 TEAM_CANDIDATE_COLUMNS: tuple[str, ...] = (
     "team_id", "game_id", "game_name", "region", "is_recruiting", "max_members", "members",
-    "open_slots", "fill_rate", "avg_skill",
+    "open_slots", "fill_rate", "avg_skill", "listed_days",
 )
 
 
@@ -44,6 +45,15 @@ class CandidateSet:
     @property
     def item_column(self) -> str:
         return str(self.items.columns[0])
+
+
+def _listed_days(frame: pd.DataFrame, now: datetime | None) -> pd.Series:
+    """Days since each item was created (NaN when unknown): how long a listing has been open,
+    so that a count of registrations can be read as a rate."""
+    if now is None or "created_at" not in frame:
+        return pd.Series(np.nan, index=frame.index, dtype=np.float64)
+    created = pd.to_datetime(frame["created_at"])
+    return ((pd.Timestamp(now) - created).dt.total_seconds() / 86400.0).clip(lower=0.0)
 
 
 def _skip_counts(status: pd.Series) -> dict[str, int]:
@@ -68,6 +78,10 @@ def build_tournament_candidates(
     items["fill_rate"] = (items["registered"] / cap).astype(np.float64)
     closes = pd.to_datetime(items["registration_closes_at"])
     items["hours_to_close"] = ((closes - pd.Timestamp(now)).dt.total_seconds() / 3600.0)
+    items["listed_days"] = _listed_days(items, now)
+    if "name" not in items:  # a reader without names: no series signal, nothing else changes
+        items["name"] = ""
+    items["name"] = items["name"].fillna("").astype(str)
     for col in ("skill_min", "skill_max", "avg_skill"):
         items[col] = pd.to_numeric(items[col], errors="coerce").astype(np.float64)
     items = items[list(TOURNAMENT_CANDIDATE_COLUMNS)].sort_values("tournament_id")
@@ -91,6 +105,7 @@ def build_team_candidates(
     items["open_slots"] = (cap - items["members"]).astype(np.int64)
     items["fill_rate"] = (items["members"] / cap).astype(np.float64)
     items["avg_skill"] = pd.to_numeric(items["avg_skill"], errors="coerce").astype(np.float64)
+    items["listed_days"] = _listed_days(items, now)
     items = items[list(TEAM_CANDIDATE_COLUMNS)].sort_values("team_id")
     members = memberships.rename(columns={"team_id": "item_id"})[["item_id", "user_id"]]
     members = members[members["item_id"].isin(items["team_id"])].drop_duplicates()

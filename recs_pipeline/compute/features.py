@@ -55,13 +55,23 @@ def band_class(skill_min: pd.Series | np.ndarray, skill_max: pd.Series | np.ndar
     return np.where(open_band, 0, cls).astype(np.int8)
 
 
+def start_hour(starts_at: pd.Series) -> np.ndarray:
+    """0..23: the UTC hour a tournament starts (0 where unknown)."""
+    ts = pd.to_datetime(pd.Series(starts_at))
+    return ts.dt.hour.fillna(0).to_numpy().astype(np.int8)
+
+
 def add_tournament_attributes(tournaments: pd.DataFrame) -> pd.DataFrame:
-    """Add size_class, start_slot and band_class to a frame with max_participants, starts_at,
-    skill_min, skill_max."""
+    """Add size_class, start_slot, start_hour and band_class to a frame with max_participants,
+    starts_at, skill_min, skill_max; and `name` ('' where the reader had none)."""
+    names = (tournaments["name"].fillna("").astype(str) if "name" in tournaments
+             else pd.Series("", index=tournaments.index, dtype=object))
     return tournaments.assign(
         size_class=size_class(tournaments["max_participants"]),
         start_slot=start_slot(tournaments["starts_at"]),
+        start_hour=start_hour(tournaments["starts_at"]),
         band_class=band_class(tournaments["skill_min"], tournaments["skill_max"]),
+        name=names,
     )
 
 

@@ -27,10 +27,10 @@ from __future__ import annotations
 import hashlib
 import json
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import pandas as pd
@@ -51,9 +51,21 @@ from recs_pipeline.compute.features import (
     UserFeatureSet,
     smoothed_affinity,
 )
+from recs_pipeline.compute.names import key_codes, name_vectors, organiser_key, series_key
+from recs_pipeline.compute.ranker import CandidatePool
+from recs_pipeline.compute.reranking import (
+    HOUR_BINS,
+    BlendParts,
+    ItemSignals,
+    UserSignals,
+    hour_bin,
+    pair_features,
+    utc_offsets,
+)
 from recs_pipeline.schema import GLOBAL_REGION
 
 MODEL_NAME = "blend-v1"
+MODEL_SUFFIX = "-v1"  # a contender's model_version is "<name>-v1-<digest>"
 REASON_MAX_CHARS = 200
 CONTEXT_STATUSES = ("in_progress", "completed")  # tournaments that count as "played together"
 SIGNALS = ("affinity", "collaborative", "coplay", "skill", "popularity")
@@ -83,6 +95,7 @@ class ScoringParams:
     max_batch_cells: int = 2_000_000  # users x candidates per score matrix (memory bound)
     smoothing: float = 1.0  # pseudo-count of the affinity prior
     max_context_size: int = 256  # bigger tournaments/teams are not "played together"
+    pool_size: int = 40  # first-stage candidates per user and game that a reranker re-orders
     collaborative: CollaborativeParams = field(
         default_factory=lambda: CollaborativeParams(factors=32, n_iter=3)
     )
@@ -103,11 +116,22 @@ class ScoringParams:
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
 
-    def model_version(self) -> str:
+    def model_version(self, name: str = "blend", extra: str = "") -> str:
+        """`<name>-v1-<hash of the parameters (and `extra`, e.g. a fitted model's hash)>`."""
         digest = hashlib.sha1(
-            json.dumps(self.as_dict(), sort_keys=True).encode(), usedforsecurity=False
+            (json.dumps(self.as_dict(), sort_keys=True) + extra).encode(), usedforsecurity=False
         ).hexdigest()[:8]
-        return f"{MODEL_NAME}-{digest}"
+        return f"{name}{MODEL_SUFFIX}-{digest}"
+
+
+class PairScorer(Protocol):
+    """A second-stage ranker: scores pool rows of `compute.reranking.PAIR_FEATURES`."""
+
+    name: str
+
+    def score(self, kind: str, features: np.ndarray) -> np.ndarray: ...
+
+    def fingerprint(self) -> str: ...
 
 
 @dataclass
@@ -116,11 +140,15 @@ class Recommendations:
 
     tournaments: pd.DataFrame  # user_id, tournament_id, rank, score, reason, model_version, ...
     teams: pd.DataFrame
-    model_version: str
+    model_version: str  # both kinds' versions ("a+b" when they differ)
     timings: dict[str, float]
     # users with at least one eligible candidate, per kind (the coverage denominator)
     users_with_candidates: dict[str, int]
     stats: dict[str, Any]
+    # per kind: the model_version its rows carry
+    model_versions: dict[str, str] = field(default_factory=dict)
+    # per kind, when asked for (`collect_pools`): the first stage's pool with its features
+    pools: dict[str, CandidatePool] = field(default_factory=dict)
 
 
 # --- helpers -----------------------------------------------------------------------------------
@@ -230,6 +258,8 @@ class _KindInputs:
     allow_global: bool
     played_game: np.ndarray  # (n_scored, n_games) bool: the user has history in that game
     item_game_code: np.ndarray  # (n_items,) code of each candidate's game
+    item_signals: ItemSignals | None = None  # what the pair features read (second stage)
+    scorer: PairScorer | None = None  # re-orders the first stage's pool when set
 
 
 @dataclass
@@ -241,6 +271,10 @@ class _Picked:
     coplay: list[np.ndarray] = field(default_factory=list)
     skill: list[np.ndarray] = field(default_factory=list)
     users_with_candidates: list[np.ndarray] = field(default_factory=list)
+    # the whole first-stage pool with its features (only when collecting)
+    pool_user_pos: list[np.ndarray] = field(default_factory=list)
+    pool_item_idx: list[np.ndarray] = field(default_factory=list)
+    pool_features: list[np.ndarray] = field(default_factory=list)
 
 
 def _skill_values(
@@ -272,8 +306,14 @@ def _score_kind(
     user_factors: np.ndarray,
     has_history: np.ndarray,
     params: ScoringParams,
+    user_signals: UserSignals | None = None,
+    collect: bool = False,
 ) -> _Picked:
+    """The first stage (blend, masks, each user's best candidates per (game, region) group) and,
+    with a scorer or when collecting, the second: pair features for the best `pool_size`, and
+    the scorer's order of them."""
     picked = _Picked()
+    second_stage = (inp.scorer is not None or collect) and user_signals is not None
     items = inp.items
     if items.empty or len(profile_pos) == 0:
         return picked
@@ -343,7 +383,7 @@ def _score_kind(
             picked.users_with_candidates.append(pos[eligible_any])
             if not eligible_any.any():
                 continue
-            kk = min(k, n_c)
+            kk = min(max(k, params.pool_size) if second_stage else k, n_c)
             top = (np.argpartition(-blend, kk - 1, axis=1)[:, :kk] if n_c > kk
                    else np.broadcast_to(np.arange(n_c), (n_b, n_c)))
             top_blend = np.take_along_axis(blend, top, axis=1)
@@ -362,10 +402,38 @@ def _score_kind(
             contrib[:, 3] = w[3] * _skill_values(inp.kind, skill[r_idx], avg[ccols], low[ccols],
                                                  high[ccols])
             contrib[:, 4] = fill[ccols] * w[4]
+            value = top_blend[r_idx, c_idx]
+            if second_stage:
+                assert user_signals is not None and inp.item_signals is not None
+                skill_signal = _skill_values(inp.kind, skill[r_idx], avg[ccols], low[ccols],
+                                             high[ccols])
+                parts = BlendParts(
+                    blend=value.astype(np.float32),
+                    affinity=[m[pos[r_idx], codes[ccols]] for m, codes in inp.affinity_terms],
+                    collaborative_cosine=(
+                        np.einsum("ij,ij->i", user_factors[rows[r_idx]], inp.item_emb[ccols])
+                        if inp.item_emb.shape[1] else np.zeros(len(r_idx), np.float32)),
+                    coplay_players=n_coplay.astype(np.float32),
+                    skill_signal=skill_signal, skill=skill[r_idx], avg_skill=avg[ccols],
+                    skill_min=low[ccols], skill_max=high[ccols], fill_rate=fill[ccols],
+                )
+                features = pair_features(pos[r_idx], rows[r_idx], ccols, parts,
+                                         inp.item_signals, user_signals)
+                if collect:
+                    picked.pool_user_pos.append(pos[r_idx])
+                    picked.pool_item_idx.append(ccols)
+                    picked.pool_features.append(features)
+                if inp.scorer is not None:
+                    # the same 1e-6 grid and index tie-break as the blend
+                    learned = inp.scorer.score(inp.kind, features)
+                    value = np.round(learned.astype(np.float64), 6) - ccols * tie_step
+                keep, _ = top_k_per_user(r_idx, value, k)
+                r_idx, ccols, value = r_idx[keep], ccols[keep], value[keep]
+                contrib, n_coplay = contrib[keep], n_coplay[keep]
             played = inp.played_game[pos[r_idx], inp.item_game_code[ccols]]
             picked.user_pos.append(pos[r_idx])
             picked.item_idx.append(ccols)
-            picked.blend.append(top_blend[r_idx, c_idx])
+            picked.blend.append(value)
             picked.reason.append(_reason_kind(contrib, n_coplay, has_history[pos[r_idx]],
                                               played))
             picked.coplay.append(n_coplay.astype(np.int32))
@@ -546,17 +614,26 @@ def recommend(
     params: ScoringParams,
     now: datetime,
     user_ids: np.ndarray | None = None,
+    *,
+    rerankers: Mapping[str, PairScorer] | None = None,
+    model_names: Mapping[str, str] | None = None,
+    collect_pools: bool = False,
 ) -> Recommendations:
     """Score every (user, eligible candidate) pair and keep the top K per user and kind.
 
-    `user_ids` (the bucketed refresh) scores only those users; everything learned from the whole
-    population (priors, collaborative model, vocabularies) is unchanged, so a user's rows are
-    the same as in a full run.
+    `user_ids` (the bucketed refresh, the evaluation) scores only those users; everything
+    learned from the whole population (priors, collaborative model, vocabularies) is unchanged,
+    so a user's rows are the same as in a full run. `rerankers` (per kind) re-order each user's
+    best `params.pool_size` blend candidates by a learned score (the two-stage design);
+    `model_names` name the kinds' models (default "blend"; a reranker's own name wins);
+    `collect_pools` returns the first stage's pool with its pair features (`pools`), for
+    training and evaluation.
     """
     # Single-threaded BLAS: the matrices per batch are small, and oversubscribed OpenBLAS
     # threads on a shared 2-core machine are far slower than one.
     with threadpool_limits(limits=1):
-        return _recommend(users, tournaments, teams, params, now, user_ids)
+        return _recommend(users, tournaments, teams, params, now, user_ids,
+                          dict(rerankers or {}), dict(model_names or {}), collect_pools)
 
 
 @dataclass
@@ -569,6 +646,7 @@ class _InteractionSpace:
     """
 
     features: pd.DataFrame  # the scored users' feature rows, by user_id
+    user_vocab: np.ndarray  # every user id in the matrices, sorted
     scored_ids: np.ndarray
     scored_rows: np.ndarray  # the scored users' rows in user_vocab
     tournament_attributes: pd.DataFrame
@@ -605,7 +683,7 @@ def _interaction_space(
 
     # Vocabularies of every tournament / team (history and candidates), with attributes.
     t_attr_cols = ["tournament_id", "game_id", "region", "status", "size_class", "start_slot",
-                   "band_class"]
+                   "band_class", "start_hour", "name"]
     t_attr = pd.concat(
         [t_items[t_attr_cols], users.tournaments[t_attr_cols]], ignore_index=True
     ).drop_duplicates("tournament_id").sort_values("tournament_id")
@@ -619,6 +697,7 @@ def _interaction_space(
     m_cols, _ = _positions(m_vocab, m_items["team_id"].to_numpy())
     return _InteractionSpace(
         features=features,
+        user_vocab=user_vocab,
         scored_ids=scored_ids,
         scored_rows=scored_rows,
         tournament_attributes=t_attr,
@@ -705,17 +784,105 @@ class _Embeddings:
     user_factors: np.ndarray  # unit rows
     tournaments: np.ndarray  # (candidates x d) unit rows
     teams: np.ndarray
+    raw_tournaments: np.ndarray  # the same before normalisation
+    raw_teams: np.ndarray
 
 
 def _embeddings(space: _InteractionSpace, params: ScoringParams) -> _Embeddings:
     model = fit_collaborative(sp.hstack([space.x_tournaments, space.x_teams], format="csr"),
                               params.collaborative)
+    raw_tournaments = model.embed_items(sp.csr_matrix(space.registrants.T))
+    raw_teams = model.embed_items(sp.csr_matrix(space.members.T))
     return _Embeddings(
         model=model,
         user_factors=_unit_rows(model.user_factors),
-        tournaments=_unit_rows(model.embed_items(sp.csr_matrix(space.registrants.T))),
-        teams=_unit_rows(model.embed_items(sp.csr_matrix(space.members.T))),
+        tournaments=_unit_rows(raw_tournaments),
+        teams=_unit_rows(raw_teams),
+        raw_tournaments=np.asarray(raw_tournaments, dtype=np.float32),
+        raw_teams=np.asarray(raw_teams, dtype=np.float32),
     )
+
+
+def _unit_sparse_rows(matrix: sp.csr_matrix) -> sp.csr_matrix:
+    norms = np.sqrt(np.asarray(matrix.multiply(matrix).sum(axis=1)).ravel())
+    scale = np.divide(1.0, norms, out=np.zeros_like(norms), where=norms > 0)
+    return sp.csr_matrix(sp.diags(scale.astype(np.float32)) @ matrix)
+
+
+def _second_stage_signals(
+    space: _InteractionSpace,
+    users: UserFeatureSet,
+    tournaments: CandidateSet,
+    teams: CandidateSet,
+    embeddings: _Embeddings,
+    params: ScoringParams,
+) -> tuple[UserSignals, ItemSignals, ItemSignals]:
+    """What the pair features read besides the blend's parts (`compute.reranking`)."""
+    t_attr = space.tournament_attributes
+    x_t, x_m = space.x_tournaments, space.x_teams
+    x_t_scored, x_m_scored = x_t[space.scored_rows], x_m[space.scored_rows]
+    t_cols = space.tournament_cols
+
+    series = series_key(t_attr["name"].to_numpy(dtype=object))
+    series_code, organiser_code = key_codes(series, organiser_key(series))
+
+    def counts_by(codes: np.ndarray) -> sp.csr_matrix:
+        known = codes >= 0
+        n_codes = int(codes.max()) + 1 if known.any() else 0
+        onehot = _binary_matrix(np.flatnonzero(known), codes[known], (len(codes), n_codes))
+        return sp.csr_matrix(x_t_scored @ onehot)
+
+    (vectors,) = name_vectors(t_attr["name"])
+    hours = t_attr["start_hour"].to_numpy(dtype=np.int64)
+    hour_onehot = _one_hot(hour_bin(hours), HOUR_BINS)
+    prior = np.asarray((x_t @ hour_onehot).sum(axis=0)).ravel()
+    hour_affinity = smoothed_affinity(x_t_scored @ hour_onehot, smoothing=params.smoothing,
+                                      prior=prior / prior.sum() if prior.sum() > 0 else None)
+    # The platform's registrations by local start hour: each user's own UTC offset.
+    region_of = pd.Series(users.features["region"].astype(str).to_numpy(),
+                          index=users.features["user_id"].to_numpy())
+    vocab_offset = utc_offsets(region_of.reindex(space.user_vocab).to_numpy(dtype=object))
+    known_user = region_of.reindex(space.user_vocab).notna().to_numpy()
+    history = x_t.tocoo()
+    keep = known_user[history.row]
+    local = hour_bin(hours[history.col[keep]] + vocab_offset[history.row[keep]])
+    local_counts = np.bincount(local, minlength=HOUR_BINS).astype(np.float32)
+    user_signals = UserSignals(
+        series_counts=counts_by(series_code),
+        organiser_counts=counts_by(organiser_code),
+        past_tournaments=x_t_scored.getnnz(axis=1).astype(np.float32),
+        history=(x_t_scored.getnnz(axis=1) + x_m_scored.getnnz(axis=1)).astype(np.float32),
+        name_profile=_unit_sparse_rows(sp.csr_matrix(x_t_scored @ vectors)),
+        hour_affinity=hour_affinity,
+        utc_offset=utc_offsets(space.features["region"].astype(str).to_numpy(dtype=object)),
+        local_hour_prior=local_counts / local_counts.max() if local_counts.max() > 0
+        else local_counts,
+        factors=np.asarray(embeddings.model.user_factors, dtype=np.float32),
+    )
+    t_items, m_items = tournaments.items, teams.items
+    n_teams = len(m_items)
+    tournament_signals = ItemSignals(
+        count=t_items["registered"].to_numpy(dtype=np.float64),
+        listed_days=t_items["listed_days"].to_numpy(dtype=np.float64),
+        hours_to_close=t_items["hours_to_close"].to_numpy(dtype=np.float64),
+        utc_hour=t_items["start_hour"].to_numpy(dtype=np.int64),
+        series=series_code[t_cols] if len(t_cols) else series_code[:0],
+        organiser=organiser_code[t_cols] if len(t_cols) else organiser_code[:0],
+        name_vectors=sp.csr_matrix(vectors[t_cols]) if len(t_cols)
+        else sp.csr_matrix((0, vectors.shape[1]), dtype=np.float32),
+        embedding=embeddings.raw_tournaments,
+    )
+    team_signals = ItemSignals(
+        count=m_items["members"].to_numpy(dtype=np.float64),
+        listed_days=m_items["listed_days"].to_numpy(dtype=np.float64),
+        hours_to_close=np.full(n_teams, np.nan),
+        utc_hour=np.full(n_teams, -1, dtype=np.int64),
+        series=np.full(n_teams, -1, dtype=np.int64),
+        organiser=np.full(n_teams, -1, dtype=np.int64),
+        name_vectors=sp.csr_matrix((n_teams, 0), dtype=np.float32),
+        embedding=embeddings.raw_teams,
+    )
+    return user_signals, tournament_signals, team_signals
 
 
 def _coplay(
@@ -744,7 +911,10 @@ def _recommend(
     teams: CandidateSet,
     params: ScoringParams,
     now: datetime,
-    user_ids: np.ndarray | None = None,
+    user_ids: np.ndarray | None,
+    rerankers: dict[str, PairScorer],
+    model_names: dict[str, str],
+    collect_pools: bool,
 ) -> Recommendations:
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
@@ -760,31 +930,48 @@ def _recommend(
     t_coplay, m_coplay, n_contexts = _coplay(space, params)
     timings["coplay"] = time.perf_counter() - t0
 
+    user_signals, t_signals, m_signals = None, None, None
+    if rerankers or collect_pools:
+        t0 = time.perf_counter()
+        user_signals, t_signals, m_signals = _second_stage_signals(
+            space, users, tournaments, teams, embeddings, params)
+        timings["pair_signals"] = time.perf_counter() - t0
+
     # Score each kind by (game, region) group.
     t0 = time.perf_counter()
     prof = users.profiles
     p_pos, p_found = _positions(space.scored_ids, prof["user_id"].to_numpy())
     user_regions = space.features["region"].astype(str).to_numpy(dtype=object)
-    version = params.model_version()
     outputs: dict[str, pd.DataFrame] = {}
     covered: dict[str, int] = {}
+    versions: dict[str, str] = {}
+    pools: dict[str, CandidatePool] = {}
     for inp in (
         _KindInputs("tournaments", tournaments.items, space.registrants,
                     embeddings.tournaments, t_coplay, affinities.tournament_terms,
                     params.tournament_weights.vector(), True,
-                    affinities.played_tournament_game, affinities.tournament_game_code),
+                    affinities.played_tournament_game, affinities.tournament_game_code,
+                    t_signals, rerankers.get("tournaments")),
         _KindInputs("teams", teams.items, space.members, embeddings.teams, m_coplay,
                     affinities.team_terms, params.team_weights.vector(), False,
-                    affinities.played_any_game, affinities.team_game_code),
+                    affinities.played_any_game, affinities.team_game_code,
+                    m_signals, rerankers.get("teams")),
     ):
+        if inp.scorer is not None:
+            version = params.model_version(inp.scorer.name, inp.scorer.fingerprint())
+        else:
+            version = params.model_version(model_names.get(inp.kind, "blend"))
+        versions[inp.kind] = version
         picked = _score_kind(
             inp, scored_rows=space.scored_rows, user_regions=user_regions,
             profile_pos=p_pos[p_found],
             profile_game=prof["game_id"].to_numpy(dtype=np.int64)[p_found],
             profile_skill=prof["skill_rating"].to_numpy(dtype=np.float64)[p_found],
             user_factors=embeddings.user_factors, has_history=affinities.has_history,
-            params=params,
+            params=params, user_signals=user_signals, collect=collect_pools,
         )
+        if collect_pools:
+            pools[inp.kind] = _pool(inp.kind, picked, inp.items, space.scored_ids)
         covered[inp.kind] = (
             len(np.unique(np.concatenate(picked.users_with_candidates)))
             if picked.users_with_candidates else 0
@@ -795,7 +982,9 @@ def _recommend(
     return Recommendations(
         tournaments=outputs["tournaments"],
         teams=outputs["teams"],
-        model_version=version,
+        model_version="+".join(dict.fromkeys(versions.values())),
+        model_versions=versions,
+        pools=pools,
         timings=timings,
         users_with_candidates=covered,
         stats={
@@ -806,6 +995,18 @@ def _recommend(
             "tournament_candidates": len(tournaments.items),
             "team_candidates": len(teams.items),
         },
+    )
+
+
+def _pool(kind: str, picked: _Picked, items: pd.DataFrame,
+          scored_ids: np.ndarray) -> CandidatePool:
+    if not picked.pool_user_pos:
+        return CandidatePool.empty()
+    item_ids = items["tournament_id" if kind == "tournaments" else "team_id"].to_numpy(np.int64)
+    return CandidatePool(
+        user_id=scored_ids[np.concatenate(picked.pool_user_pos)],
+        item_id=item_ids[np.concatenate(picked.pool_item_idx)],
+        features=np.vstack(picked.pool_features),
     )
 
 

@@ -127,7 +127,7 @@ def read_user_inputs_as_of(conn: Connection, cutoff: datetime) -> UserInputs:
     tournaments = read_frame(conn, sa.select(
         t.c.id.label("tournament_id"), t.c.game_id, t.c.region,
         _status_at(conn, cutoff).label("status"), t.c.max_participants,
-        t.c.skill_min, t.c.skill_max, t.c.starts_at,
+        t.c.skill_min, t.c.skill_max, t.c.starts_at, t.c.name,
     ).where(t.c.created_at < c), timestamp_columns=["starts_at"])
     m = schema.teams
     teams = read_frame(conn, sa.select(m.c.id.label("team_id"), m.c.game_id, m.c.region)
@@ -155,7 +155,7 @@ def read_tournament_candidates_as_of(
     frame = read_frame(conn, sa.select(
         t.c.id.label("tournament_id"), t.c.game_id, g.c.name.label("game_name"), t.c.region,
         t.c.skill_min, t.c.skill_max, t.c.max_participants, status.label("status"),
-        t.c.registration_closes_at, t.c.starts_at,
+        t.c.registration_closes_at, t.c.starts_at, t.c.name, t.c.created_at,
         sa.func.count(tp.c.id).label("registered"),
         sa.func.avg(gp.c.skill_rating).label("avg_skill"),
     ).select_from(
@@ -163,7 +163,7 @@ def read_tournament_candidates_as_of(
         .outerjoin(tp, (tp.c.tournament_id == t.c.id) & (tp.c.registered_at < c))
         .outerjoin(gp, (gp.c.user_id == tp.c.user_id) & (gp.c.game_id == t.c.game_id))
     ).where(open_then).group_by(t.c.id, g.c.name),
-        timestamp_columns=["registration_closes_at", "starts_at"])
+        timestamp_columns=["registration_closes_at", "starts_at", "created_at"])
     registrations = read_int_frame(conn, sa.select(tp.c.tournament_id, tp.c.user_id).select_from(
         tp.join(t, t.c.id == tp.c.tournament_id)).where(open_then, tp.c.registered_at < c))
     return frame, registrations
@@ -176,7 +176,8 @@ def read_team_candidates_as_of(
     m, tm = schema.teams, schema.team_members
     c = timestamp_bind(conn, cutoff)
     member_then = (tm.c.joined_at < c) & (tm.c.left_at.is_(None) | (tm.c.left_at >= c))
-    frame = read_frame(conn, team_candidates_query(member_then, m.c.created_at < c))
+    frame = read_frame(conn, team_candidates_query(member_then, m.c.created_at < c),
+                       timestamp_columns=["created_at"])
     members = read_int_frame(conn, sa.select(tm.c.team_id, tm.c.user_id).where(member_then)
                              .distinct())
     return frame, members
@@ -211,7 +212,7 @@ def read_snapshot(conn: Connection, cutoff: datetime, now: datetime) -> HoldoutS
         now=now,
         users=users,
         tournaments=build_tournament_candidates(t_frame, registrations, cutoff),
-        teams=build_team_candidates(m_frame, members),
+        teams=build_team_candidates(m_frame, members, cutoff),
         tournament_holdout=tournament_holdout,
         team_holdout=team_holdout,
     )

@@ -167,7 +167,7 @@ def read_user_inputs(
     )
     tournaments = read_frame(conn, sa.select(
         t.c.id.label("tournament_id"), t.c.game_id, t.c.region, t.c.status, t.c.max_participants,
-        t.c.skill_min, t.c.skill_max, t.c.starts_at,
+        t.c.skill_min, t.c.skill_max, t.c.starts_at, t.c.name,
     ), timestamp_columns=["starts_at"])
     m = schema.teams
     teams = read_frame(conn, sa.select(m.c.id.label("team_id"), m.c.game_id, m.c.region))
@@ -188,7 +188,8 @@ def build_user_feature_set(inputs: UserInputs, now: datetime) -> UserFeatureSet:
     )
     profiles = inputs.profiles[inputs.profiles["user_id"].isin(features["user_id"])]
     tournaments = add_tournament_attributes(inputs.tournaments)[
-        ["tournament_id", "game_id", "region", "status", "size_class", "start_slot", "band_class"]
+        ["tournament_id", "game_id", "region", "status", "size_class", "start_slot", "band_class",
+         "start_hour", "name"]
     ]
     skipped = {
         "inactive_users": inputs.population.get("inactive", 0),
@@ -218,7 +219,7 @@ def read_tournament_candidates(conn: Connection) -> tuple[pd.DataFrame, pd.DataF
     frame = read_frame(conn, sa.select(
         t.c.id.label("tournament_id"), t.c.game_id, g.c.name.label("game_name"), t.c.region,
         t.c.skill_min, t.c.skill_max, t.c.max_participants, t.c.status,
-        t.c.registration_closes_at, t.c.starts_at,
+        t.c.registration_closes_at, t.c.starts_at, t.c.name, t.c.created_at,
         sa.func.count(tp.c.id).label("registered"),
         sa.func.avg(gp.c.skill_rating).label("avg_skill"),
     ).select_from(
@@ -226,7 +227,7 @@ def read_tournament_candidates(conn: Connection) -> tuple[pd.DataFrame, pd.DataF
         .outerjoin(tp, tp.c.tournament_id == t.c.id)
         .outerjoin(gp, (gp.c.user_id == tp.c.user_id) & (gp.c.game_id == t.c.game_id))
     ).where(open_status).group_by(t.c.id, g.c.name),
-        timestamp_columns=["registration_closes_at", "starts_at"])
+        timestamp_columns=["registration_closes_at", "starts_at", "created_at"])
     registrations = read_int_frame(conn, sa.select(tp.c.tournament_id, tp.c.user_id).select_from(
         tp.join(t, t.c.id == tp.c.tournament_id)).where(open_status))
     return frame, registrations
@@ -240,7 +241,7 @@ def team_candidates_query(
     m, tm, gp, g = schema.teams, schema.team_members, schema.game_profiles, schema.games
     query = sa.select(
         m.c.id.label("team_id"), m.c.game_id, g.c.name.label("game_name"), m.c.region,
-        m.c.max_members, m.c.is_recruiting,
+        m.c.max_members, m.c.is_recruiting, m.c.created_at,
         sa.func.count(sa.distinct(tm.c.user_id)).label("members"),
         sa.func.avg(gp.c.skill_rating).label("avg_skill"),
     ).select_from(
@@ -257,7 +258,7 @@ def read_team_candidates(conn: Connection) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Teams with current member counts and members' mean skill, and current memberships."""
     tm = schema.team_members
     current = tm.c.left_at.is_(None)
-    frame = read_frame(conn, team_candidates_query(current))
+    frame = read_frame(conn, team_candidates_query(current), timestamp_columns=["created_at"])
     members = read_int_frame(conn, sa.select(tm.c.team_id, tm.c.user_id).where(current))
     return frame, members
 
