@@ -98,6 +98,8 @@ class LearnedRanker:
 
     params: RankerParams
     models: dict[str, HistGradientBoostingClassifier] = field(default_factory=dict)
+    # per kind, the PAIR_FEATURES columns the model uses (constant ones carry nothing)
+    columns: dict[str, np.ndarray] = field(default_factory=dict)
     training: dict[str, dict[str, int]] = field(default_factory=dict)
 
     name: str = RANKER_NAME
@@ -111,7 +113,7 @@ class LearnedRanker:
         if len(features) == 0:
             return np.zeros(0, dtype=np.float64)
         with threadpool_limits(limits=1):
-            return self.models[kind].predict_proba(features)[:, 1]
+            return self.models[kind].predict_proba(features[:, self.columns[kind]])[:, 1]
 
     def fingerprint(self) -> str:
         """Short hash of the parameters and what each kind was trained on."""
@@ -135,6 +137,10 @@ def fit_ranker(
                                  "users": len(np.unique(pool.user_id[labels == 1]))}
         if positives < params.min_positives or positives == len(y):
             continue
+        columns = np.array([j for j in range(x.shape[1])
+                            if np.unique(x[~np.isnan(x[:, j]), j]).size >= 2], dtype=np.int64)
+        if len(columns) == 0:
+            continue
         model = HistGradientBoostingClassifier(
             max_iter=params.max_iter, learning_rate=params.learning_rate,
             max_leaf_nodes=params.max_leaf_nodes, min_samples_leaf=params.min_samples_leaf,
@@ -142,6 +148,7 @@ def fit_ranker(
             random_state=params.seed,
         )
         with threadpool_limits(limits=1):
-            model.fit(x, y)
+            model.fit(x[:, columns], y)
         ranker.models[kind] = model
+        ranker.columns[kind] = columns
     return ranker

@@ -162,7 +162,7 @@ def pair_features(
     if timed.any():
         utc_bin = hour_bin(hour[timed])
         out[timed, 16] = users.hour_affinity[user[timed], utc_bin]
-        local = hour_bin(hour[timed] + users.utc_offset[user[timed]])
+        local = hour_bin((hour[timed] + users.utc_offset[user[timed]]) % 24)
         out[timed, 17] = users.local_hour_prior[local]
     out[:, 18] = _share(users.series_counts, user, items.series[item],
                         users.past_tournaments)

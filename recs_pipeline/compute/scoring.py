@@ -845,7 +845,7 @@ def _second_stage_signals(
     known_user = region_of.reindex(space.user_vocab).notna().to_numpy()
     history = x_t.tocoo()
     keep = known_user[history.row]
-    local = hour_bin(hours[history.col[keep]] + vocab_offset[history.row[keep]])
+    local = hour_bin((hours[history.col[keep]] + vocab_offset[history.row[keep]]) % 24)
     local_counts = np.bincount(local, minlength=HOUR_BINS).astype(np.float32)
     user_signals = UserSignals(
         series_counts=counts_by(series_code),

@@ -11,22 +11,14 @@ logged (without the URL's path, which often embeds a token) and the alert stays 
 
 # No `from __future__ import annotations`: Dagster inspects the sensor's context annotation.
 
-import json
-import urllib.error
-import urllib.request
 from datetime import UTC, datetime
 from typing import Any
-from urllib.parse import urlsplit
 
 import dagster as dg
 
+from recs_pipeline.alerting import emit_alert, ui_base_url
 from recs_pipeline.tags import JOB_KIND_TAG
 
-WEBHOOK_URL_ENV_VAR = "RECS_ALERT_WEBHOOK_URL"
-UI_BASE_URL_ENV_VAR = "RECS_DAGSTER_UI_URL"
-DEFAULT_UI_BASE_URL = "http://127.0.0.1:3000"
-WEBHOOK_TIMEOUT_SECONDS = 5.0
-ALERT_LOG_PREFIX = "RECS_ALERT"
 _MAX_MESSAGE_CHARS = 300
 
 
@@ -103,30 +95,6 @@ def build_failure_alert(
     }
 
 
-def _safe_target(url: str) -> str:
-    parts = urlsplit(url)
-    return f"{parts.scheme}://{parts.netloc}/…" if parts.netloc else "<invalid URL>"
-
-
-def post_alert(url: str, alert: dict[str, Any], timeout: float = WEBHOOK_TIMEOUT_SECONDS) -> str:
-    """POST the alert as JSON. Returns a short outcome; never raises for delivery problems."""
-    body = json.dumps(alert, sort_keys=True).encode()
-    request = urllib.request.Request(
-        url,
-        data=body,
-        method="POST",
-        headers={"Content-Type": "application/json", "User-Agent": "recs-pipeline-alerts/1"},
-    )
-    try:
-        with urllib.request.urlopen(request, timeout=timeout) as response:
-            return f"delivered to {_safe_target(url)}: HTTP {response.status}"
-    except urllib.error.HTTPError as exc:
-        return f"NOT delivered to {_safe_target(url)}: HTTP {exc.code}"
-    except (urllib.error.URLError, TimeoutError, OSError, ValueError) as exc:
-        reason = getattr(exc, "reason", exc)
-        return f"NOT delivered to {_safe_target(url)}: {type(exc).__name__}: {reason}"
-
-
 @dg.run_failure_sensor(
     name="run_failure_alert_sensor",
     minimum_interval_seconds=30,
@@ -143,14 +111,6 @@ def run_failure_alert_sensor(context: dg.RunFailureSensorContext) -> None:
         run_tags=dict(run.tags),
         failure_event=context.failure_event,
         step_failure_events=list(context.get_step_failure_events()),
-        ui_base_url=dg.EnvVar(UI_BASE_URL_ENV_VAR).get_value(default=DEFAULT_UI_BASE_URL)
-        or DEFAULT_UI_BASE_URL,
+        ui_base_url=ui_base_url(),
     )
-    context.log.error(f"{ALERT_LOG_PREFIX} {json.dumps(alert, sort_keys=True)}")
-    webhook = dg.EnvVar(WEBHOOK_URL_ENV_VAR).get_value()
-    if webhook:
-        outcome = post_alert(webhook, alert)
-        if outcome.startswith("NOT"):
-            context.log.warning(f"alert webhook {outcome}")
-        else:
-            context.log.info(f"alert webhook {outcome}")
+    emit_alert(context.log, alert)

@@ -14,13 +14,13 @@ from unittest import mock
 import dagster as dg
 import pytest
 
-from recs_pipeline.defs.platform.alerts import (
+from recs_pipeline.alerting import (
     ALERT_LOG_PREFIX,
     UI_BASE_URL_ENV_VAR,
     WEBHOOK_URL_ENV_VAR,
     post_alert,
-    run_failure_alert_sensor,
 )
+from recs_pipeline.defs.platform.alerts import run_failure_alert_sensor
 from recs_pipeline.tags import ACHIEVEMENTS_TAGS
 
 
