@@ -15,8 +15,9 @@ eligibility masks and differ only in the order. The per-user NDCG@K of each cont
 compared with random's (paired: same users): a contender qualifies when its mean is above
 random's by at least `z` standard errors of the paired difference. The champion is the
 qualifying contender with the best mean NDCG@K (ties: ranker, blend, popularity). When none
-qualifies (no signal in the data, or too little of it), popularity is published and the reason
-says so: it is never worse than random in expectation and needs no fitted state.
+qualifies (no signal in the data), popularity is published and the reason says so: it is never
+worse than random in expectation and needs no fitted state. With too few holdout users to judge
+anything (a new platform), the default hand blend is published.
 """
 
 from __future__ import annotations
@@ -321,9 +322,9 @@ def choose_champion(evaluation: KindEvaluation, z: float, min_users: int) -> Kin
     """The champion of one kind (rules in the module docstring)."""
     users = evaluation.results[RANDOM].metrics.users_evaluated
     if users < min_users:
-        return KindChampion(evaluation.kind, POPULARITY,
-                            f"too little holdout data ({users} users < {min_users}): "
-                            "publishing popularity", ())
+        return KindChampion(evaluation.kind, BLEND,
+                            f"too little holdout data ({users} users < {min_users}) to judge: "
+                            "publishing the default blend", ())
     qualified = tuple(
         name for name in CONTENDERS
         if name != RANDOM and name in evaluation.results and evaluation.z(name, RANDOM) >= z

@@ -1,16 +1,19 @@
-"""The quality gate's decision, pure: may tonight's recommendations be published?
+"""The quality gate's verdict, pure: is tonight's publish the learned ranker, and is it sound?
 
-Per kind (tournaments, teams), in this order:
-1. fewer holdout users than `min_users` -> PASS, "too little holdout data" (a verdict on a few
-   users is noise; an outage of the gate must not block the nightly refresh forever);
-2. model NDCG@K below the popularity baseline's by more than `noise_z` standard errors of the
-   per-user paired difference -> FAIL (below, but within that noise -> PASS, and says so: on a
-   few hundred users a tie with popularity is not evidence of a worse model; `noise_z = 0` makes
-   the rule strict);
-3. no earlier published run (or it has no figure for this kind) -> PASS, "no earlier run";
-4. model NDCG@K more than `max_relative_drop` below the last published run's -> FAIL;
-5. otherwise PASS.
-The gate passes when every kind passes. Every kind's reason is kept, for the UI.
+The gate never stops a publish: the champion of `compute.champion` is always published (the
+app must never go a night without recommendations while users have eligible items), and only
+broken output (eligibility, shape, PII, coverage: the publish step's own blocking checks)
+blocks one. The gate says, per kind, whether the night is healthy:
+
+1. fewer holdout users than `min_users` -> PASS, not judged (a verdict on a few users is noise;
+   the champion is then popularity, and the reason says so);
+2. the champion is not the learned ranker (it had too few training positives, was not
+   significantly better than random, or another contender beat it) -> WARN, with the reason and
+   what is published instead;
+3. the champion's NDCG@K is more than `max_relative_drop` below the last published run's ->
+   WARN (something changed: data, traffic, a bug);
+4. otherwise PASS.
+The gate passes when every kind passes; a WARN also raises an alert (`recs_pipeline.alerting`).
 """
 
 from __future__ import annotations
@@ -21,8 +24,8 @@ from dataclasses import dataclass, field
 @dataclass(frozen=True)
 class GateConfig:
     """min_users: holdout users (with >= 1 relevant item) a kind needs to be judged.
-    max_relative_drop: tolerated fall of NDCG vs the last published run (0.2 = 20 %).
-    noise_z: standard errors of (model - popularity) per-user NDCG tolerated below popularity."""
+    max_relative_drop: tolerated fall of the published NDCG vs the last published run's.
+    noise_z: paired standard errors above random a contender needs to qualify."""
 
     min_users: int = 30
     max_relative_drop: float = 0.2
@@ -39,19 +42,21 @@ class GateConfig:
 
 @dataclass(frozen=True)
 class KindFigures:
-    """Tonight's holdout figures for one kind."""
+    """Tonight's validation figures for one kind."""
 
-    ndcg: float
-    popularity_ndcg: float
+    champion: str
+    reason: str  # why the champion won (compute.champion)
+    ndcg: float  # the champion's
     users_evaluated: int
-    diff_stderr: float = 0.0  # standard error of the mean per-user (model - popularity) NDCG
+    ranker_ndcg: float | None = None  # None: the ranker was not a contender
+    ranker_trained: bool = False
 
 
 @dataclass(frozen=True)
 class KindVerdict:
     kind: str
     passed: bool
-    judged: bool  # False when the kind passed for lack of data or of an earlier run
+    judged: bool  # False when the kind passed for lack of data
     reason: str
 
 
@@ -62,7 +67,7 @@ class GateDecision:
 
     @property
     def summary(self) -> str:
-        return "; ".join(f"{v.kind}: {'pass' if v.passed else 'FAIL'} ({v.reason})"
+        return "; ".join(f"{v.kind}: {'pass' if v.passed else 'WARN'} ({v.reason})"
                          for v in self.verdicts)
 
 
@@ -70,32 +75,29 @@ def judge_kind(
     kind: str, figures: KindFigures, previous_ndcg: float | None, config: GateConfig
 ) -> KindVerdict:
     """One kind's verdict (see the module docstring for the rules and their order)."""
+    published = f"publishing {figures.champion} (NDCG {figures.ndcg:.4f})"
     if figures.users_evaluated < config.min_users:
         return KindVerdict(kind, True, False,
                            f"too little holdout data: {figures.users_evaluated} users "
-                           f"< min {config.min_users}; not judged")
-    margin = config.noise_z * figures.diff_stderr
-    if figures.ndcg < figures.popularity_ndcg - margin:
-        return KindVerdict(kind, False, True,
-                           f"NDCG {figures.ndcg:.4f} below the popularity baseline "
-                           f"{figures.popularity_ndcg:.4f} (noise margin {margin:.4f})")
-    if figures.ndcg < figures.popularity_ndcg:
-        versus = (f"NDCG {figures.ndcg:.4f} below popularity {figures.popularity_ndcg:.4f} but "
-                  f"within the noise margin {margin:.4f}")
+                           f"< min {config.min_users}; not judged; {published}")
+    if figures.champion != "ranker":
+        if not figures.ranker_trained or figures.ranker_ndcg is None:
+            why = "no learned ranker tonight (too little training history)"
+        else:
+            why = f"the learned ranker (NDCG {figures.ranker_ndcg:.4f}) lost"
+        return KindVerdict(kind, False, True, f"{why}: {figures.reason}; {published}")
+    if previous_ndcg is not None:
+        floor = (1.0 - config.max_relative_drop) * previous_ndcg
+        if figures.ndcg < floor - 1e-12:  # exactly at the floor passes, float noise aside
+            drop = 1.0 - figures.ndcg / previous_ndcg if previous_ndcg > 0 else 0.0
+            return KindVerdict(kind, False, True,
+                               f"NDCG {figures.ndcg:.4f} is {drop:.0%} below the last "
+                               f"published {previous_ndcg:.4f} (max drop "
+                               f"{config.max_relative_drop:.0%}); {published}")
+        versus = f"; >= {floor:.4f} ({1 - config.max_relative_drop:.0%} of the last published)"
     else:
-        versus = f"NDCG {figures.ndcg:.4f} >= popularity {figures.popularity_ndcg:.4f}"
-    if previous_ndcg is None:
-        return KindVerdict(kind, True, False,
-                           f"{versus}; no earlier published run to compare with")
-    floor = (1.0 - config.max_relative_drop) * previous_ndcg
-    if figures.ndcg < floor - 1e-12:  # exactly at the floor passes, float noise aside
-        drop = 1.0 - figures.ndcg / previous_ndcg if previous_ndcg > 0 else 0.0
-        return KindVerdict(kind, False, True,
-                           f"NDCG {figures.ndcg:.4f} is {drop:.0%} below the last published "
-                           f"{previous_ndcg:.4f} (max drop {config.max_relative_drop:.0%})")
-    return KindVerdict(kind, True, True,
-                       f"{versus}; >= {floor:.4f} ({1 - config.max_relative_drop:.0%} of the last "
-                       f"published {previous_ndcg:.4f})")
+        versus = "; no earlier published run to compare with"
+    return KindVerdict(kind, True, True, f"{figures.reason}{versus}")
 
 
 def decide_gate(

@@ -181,7 +181,9 @@ def test_bucketed_refresh_on_two_celery_workers_matches_single_process(
     from recs_pipeline.definitions import defs
 
     single = defs.resolve_job_def("nightly_recommendations_job").execute_in_process(
-        run_config={"resources": {"clock": {"config": {"as_of": AS_OF}}}},
+        # the bucketed job publishes the blend: pin the single-process run to it
+        run_config={"resources": {"clock": {"config": {"as_of": AS_OF}}},
+                    "ops": {"recommendation_quality": {"config": {"publish_contender": "blend"}}}},
         instance=dg.DagsterInstance.ephemeral(),
     )
     assert single.success

@@ -25,8 +25,10 @@ from recs_pipeline.compute.candidates import (
     build_team_candidates,
     build_tournament_candidates,
 )
+from recs_pipeline.compute.champion import recommend_with
 from recs_pipeline.compute.features import UserFeatureSet
-from recs_pipeline.compute.scoring import ScoringParams, recommend
+from recs_pipeline.compute.quality import QualityEvaluation
+from recs_pipeline.compute.scoring import ScoringParams
 from recs_pipeline.defs.app_tables import app_table_key
 from recs_pipeline.defs.recommendations.checks import (
     MIN_COVERAGE,
@@ -205,7 +207,6 @@ def recommendation_metadata(
             TOURNAMENT_RECOMMENDATIONS_KEY,
             group_name=RECOMMENDATIONS_GROUP,
             kinds={"sql"},
-            # recommendation_quality: its blocking quality_gate check runs before the publish.
             deps=["user_features", "tournament_candidates", "team_candidates",
                   "recommendation_quality"],
             description="Published table `tournament_recommendations`: top K eligible "
@@ -217,7 +218,6 @@ def recommendation_metadata(
             TEAM_RECOMMENDATIONS_KEY,
             group_name=RECOMMENDATIONS_GROUP,
             kinds={"sql"},
-            # recommendation_quality: its blocking quality_gate check runs before the publish.
             deps=["user_features", "tournament_candidates", "team_candidates",
                   "recommendation_quality"],
             description="Published table `team_recommendations`: top K eligible recruiting "
@@ -231,6 +231,7 @@ def recommendation_metadata(
         "user_features": dg.AssetIn("user_features"),
         "tournament_candidates": dg.AssetIn("tournament_candidates"),
         "team_candidates": dg.AssetIn("team_candidates"),
+        "recommendation_quality": dg.AssetIn("recommendation_quality"),
     },
 )
 def publish_recommendations(
@@ -241,13 +242,17 @@ def publish_recommendations(
     user_features: UserFeatureSet,
     tournament_candidates: CandidateSet,
     team_candidates: CandidateSet,
+    recommendation_quality: QualityEvaluation,
 ):  # type: ignore[no-untyped-def]
-    """Score every user against their eligible candidates (blend of attribute affinity,
-    collaborative co-play, skill proximity and popularity), stage both tables, run the blocking
-    checks on the staged rows, then swap both published tables in one transaction."""
+    """Rank every user's eligible candidates by tonight's champion per kind (the learned
+    ranker re-ordering the blend's pool, the blend, or popularity: `recommendation_quality`),
+    stage both tables, run the blocking checks on the staged rows, then swap both published
+    tables in one transaction."""
     now = clock.now()
     params = ScoringParams(top_k=config.top_k)
-    recs = recommend(user_features, tournament_candidates, team_candidates, params, now)
+    champions = recommendation_quality.champions()
+    recs = recommend_with(champions, user_features, tournament_candidates, team_candidates,
+                          params, now, ranker=recommendation_quality.ranker)
     outcome = stage_check_publish(
         app_db.get_engine(), recs, user_features, tournament_candidates, team_candidates,
         top_k=config.top_k, now=now, min_coverage=config.min_coverage,
@@ -264,6 +269,7 @@ def publish_recommendations(
     timings = {**recs.timings, **outcome.timings}
     common = {
         "model_version": recs.model_version,
+        "champions": dg.MetadataValue.json(champions),
         "model_parameters": dg.MetadataValue.json(params.as_dict()),
         "model_stats": dg.MetadataValue.json(recs.stats),
         "generated_at": now.isoformat(),

@@ -1,9 +1,11 @@
-"""`recommendation_quality`: nightly offline evaluation of the recommender (temporal holdout).
+"""`recommendation_quality`: the nightly evaluation, champion/challenger (temporal holdouts).
 
-Runs in the nightly job (group `recommendations`) BEFORE the publish step: the published tables
-depend on it, and its blocking check `quality_gate` (`checks.py`) stops the publish when the
-model got worse. What is measured and how: `recs_pipeline.compute.quality`; what "as of the
-cutoff" can and cannot reconstruct from the app's tables: `quality_reading.py`.
+Runs in the nightly job (group `recommendations`) BEFORE the publish step, which ranks each kind
+by the champion chosen here (and uses the ranker fitted here). Its check `quality_gate`
+(`checks.py`) reports WARN when the learned ranker is not what gets published, or when the
+published quality fell. What is measured and how: `recs_pipeline.compute.quality` and
+`recs_pipeline.compute.champion`; what "as of the cutoff" can and cannot reconstruct from the
+app's tables: `quality_reading.py`.
 """
 
 # No `from __future__ import annotations`: Dagster reads config / context annotations as objects.
@@ -12,13 +14,14 @@ from datetime import timedelta
 from typing import Any
 
 import dagster as dg
-from pydantic import Field
+from pydantic import Field, field_validator
 
+from recs_pipeline.compute.champion import BLEND, KINDS, POPULARITY, RANKER
 from recs_pipeline.compute.quality import (
-    KINDS,
+    Holdout,
     QualityEvaluation,
     QualityReport,
-    evaluate_holdout,
+    nightly_evaluation,
     report_table,
 )
 from recs_pipeline.compute.quality_gate import GateConfig
@@ -26,61 +29,97 @@ from recs_pipeline.compute.scoring import ScoringParams
 from recs_pipeline.defs.app_tables import app_table_key
 from recs_pipeline.defs.recommendations.assets import RECOMMENDATIONS_GROUP
 from recs_pipeline.defs.recommendations.checks import QUALITY_KEY, ndcg_key, users_key
-from recs_pipeline.defs.recommendations.quality_reading import read_snapshot
+from recs_pipeline.defs.recommendations.quality_reading import HoldoutSnapshot, read_snapshot
 from recs_pipeline.resources import AppDatabase, RunClock
+
+PUBLISHABLE = (RANKER, BLEND, POPULARITY)
 
 
 class QualityConfig(dg.Config):
     """The holdout window and the quality gate's thresholds."""
 
-    holdout_days: int = Field(default=14, ge=1, le=80,
-                              description="Cutoff = now - holdout_days; the holdout is [cutoff, "
-                              "now). At most 80 so that the 90-day activity window before the "
-                              "cutoff is still mostly inside the retention window.")
+    holdout_days: int = Field(default=14, ge=1, le=40,
+                              description="Length of each window: validation [now - d, now), "
+                              "training [now - 2d, now - d). At most 40 so that the 90-day "
+                              "activity window before the training cutoff is still mostly "
+                              "inside the retention window.")
     top_k: int = Field(default=10, ge=1, le=100, description="K of the metrics (the published K).")
     max_users: int = Field(default=50_000, ge=1,
                            description="Evaluate at most this many holdout users (random sample).")
     min_users: int = Field(default=30, ge=0,
-                           description="Gate: a kind with fewer holdout users is not judged "
-                           "(passes, and says so).")
+                           description="A kind with fewer validation users is not judged: "
+                           "popularity is published, the gate passes and says so.")
     max_relative_drop: float = Field(default=0.2, ge=0.0, le=1.0,
-                                     description="Gate: fail when NDCG@K falls more than this "
-                                     "fraction below the last published run's.")
+                                     description="Gate: WARN when the published NDCG@K falls more "
+                                     "than this fraction below the last published run's.")
+    publish_contender: str | None = Field(
+        default=None,
+        description="Pin what is published: ranker, blend or popularity (e.g. during an "
+        "incident); the evaluation still runs and the gate still reports what it would have "
+        "chosen. Unset: the champion.")
     noise_z: float = Field(default=2.0, ge=0.0,
-                           description="Gate: NDCG below popularity by at most this many standard "
-                           "errors of the per-user paired difference is a tie, not a failure "
-                           "(0 = strict).")
+                           description="A contender qualifies when its NDCG@K is above random's "
+                           "by at least this many standard errors of the per-user paired "
+                           "difference.")
+
+    @field_validator("publish_contender")
+    @classmethod
+    def _known_contender(cls, value: str | None) -> str | None:
+        if value is not None and value not in PUBLISHABLE:
+            raise ValueError(f"publish_contender must be one of {', '.join(PUBLISHABLE)}, "
+                             f"got {value!r}")
+        return value
+
+
+def _holdout(snapshot: HoldoutSnapshot) -> Holdout:
+    return Holdout(
+        cutoff=snapshot.cutoff, now=snapshot.now, users=snapshot.users,
+        tournaments=snapshot.tournaments, teams=snapshot.teams,
+        relevant={"tournaments": snapshot.tournament_holdout, "teams": snapshot.team_holdout},
+    )
 
 
 def quality_metadata(report: QualityReport) -> dict[str, Any]:
-    """Numeric metadata (plotted run over run in the UI) plus a markdown table."""
+    """Numeric metadata (plotted run over run in the UI) plus a markdown table.
+
+    Per kind: the published contender's figures under the historic keys (`<kind>/ndcg@K`, ...,
+    what the gate compares night over night), and every contender's NDCG@K / Recall@K with its
+    paired standard error against the published one.
+    """
     k = report.k
     flt = dg.MetadataValue.float
     meta: dict[str, Any] = {}
     for kind in KINDS:
         q = report.kinds[kind]
-        meta[ndcg_key(kind, k)] = flt(q.model.ndcg)
-        meta[f"{kind}/recall@{k}"] = flt(q.model.recall)
-        meta[f"{kind}/hit_rate@{k}"] = flt(q.model.hit_rate)
-        meta[f"{kind}/coverage"] = flt(q.model.coverage)
-        meta[f"{kind}/popularity_ndcg@{k}"] = flt(q.popularity.ndcg)
-        meta[f"{kind}/popularity_recall@{k}"] = flt(q.popularity.recall)
-        meta[f"{kind}/popularity_hit_rate@{k}"] = flt(q.popularity.hit_rate)
-        meta[f"{kind}/popularity_coverage"] = flt(q.popularity.coverage)
-        lift = q.model.ndcg / q.popularity.ndcg if q.popularity.ndcg > 0 else 0.0
-        meta[f"{kind}/ndcg_lift_vs_popularity"] = flt(lift)
-        meta[f"{kind}/ndcg_diff_stderr"] = flt(q.diff_stderr)
-        meta[users_key(kind)] = dg.MetadataValue.int(q.model.users_evaluated)
+        published = q.published
+        meta[f"{kind}/champion"] = q.champion
+        meta[f"{kind}/champion_reason"] = q.reason
+        meta[ndcg_key(kind, k)] = flt(published.ndcg)
+        meta[f"{kind}/recall@{k}"] = flt(published.recall)
+        meta[f"{kind}/hit_rate@{k}"] = flt(published.hit_rate)
+        meta[f"{kind}/coverage"] = flt(published.coverage)
+        for name, c in q.contenders.items():
+            meta[f"{kind}/{name}/ndcg@{k}"] = flt(c.ndcg)
+            meta[f"{kind}/{name}/recall@{k}"] = flt(c.recall)
+            meta[f"{kind}/{name}/stderr_vs_published"] = flt(c.stderr_vs_champion)
+            meta[f"{kind}/{name}/z_vs_random"] = flt(c.z_vs_random)
+        meta[users_key(kind)] = dg.MetadataValue.int(published.users)
         meta[f"{kind}/candidates_at_cutoff"] = dg.MetadataValue.int(q.candidates)
         meta[f"{kind}/holdout_pairs"] = dg.MetadataValue.int(q.holdout_pairs)
         meta[f"{kind}/holdout_pairs_total"] = dg.MetadataValue.int(q.holdout_pairs_total)
+        meta[f"{kind}/pool_recall"] = flt(q.pool_recall)
+        if q.training:
+            meta[f"{kind}/ranker_training_rows"] = dg.MetadataValue.int(q.training["rows"])
+            meta[f"{kind}/ranker_training_positives"] = dg.MetadataValue.int(
+                q.training["positives"])
     meta.update({
+        "training_cutoff": report.training_cutoff.isoformat() if report.training_cutoff
+        else "none (less history than two windows)",
         "cutoff": report.cutoff.isoformat(),
         "now": report.now.isoformat(),
         "k": k,
         "users_at_cutoff": report.users_at_cutoff,
         "users_scored": report.users_scored,
-        "model_version": report.model_version,
         "seconds_evaluate": flt(round(report.seconds, 3)),
         "report": dg.MetadataValue.md(report_table(report)),
     })
@@ -102,29 +141,32 @@ def recommendation_quality(
     app_db: AppDatabase,
     clock: RunClock,
 ) -> dg.Output[QualityEvaluation]:
-    """Offline quality of tonight's recommender on a temporal holdout: the recommendations it
-    would have made `holdout_days` ago (rebuilt from the data before that cutoff with the same
-    code and parameters) scored against what users actually registered for / joined since:
-    NDCG@10, Recall@10, HitRate@10 and catalogue coverage per kind, next to a popularity baseline
-    computed the same way. The blocking check `quality_gate` judges it before the publish."""
+    """Champion/challenger on temporal holdouts: the learned ranker is fitted on what users did
+    in [now - 2d, now - d) (d = holdout_days), then it, the hand blend, popularity and random
+    rank the same users as of now - d, scored against what they did since (NDCG@10, Recall@10,
+    HitRate@10, coverage, paired standard errors). The best contender significantly above
+    random is published tonight (popularity when none is); the ranker is refitted on the latest
+    window. `quality_gate` warns when the learned ranker is not what gets published."""
     now = clock.now()
-    cutoff = now - timedelta(days=config.holdout_days)
+    window = timedelta(days=config.holdout_days)
     t0 = time.perf_counter()
     with app_db.connect() as conn:
-        snapshot = read_snapshot(conn, cutoff, now)
+        validation = read_snapshot(conn, now - window, now)
+        training = read_snapshot(conn, now - 2 * window, now - window)
     read_s = time.perf_counter() - t0
-    report = evaluate_holdout(
-        snapshot.users, snapshot.tournaments, snapshot.teams,
-        {"tournaments": snapshot.tournament_holdout, "teams": snapshot.team_holdout},
-        ScoringParams(top_k=config.top_k), snapshot.cutoff, snapshot.now,
-        max_users=config.max_users,
+    gate = GateConfig(min_users=config.min_users, max_relative_drop=config.max_relative_drop,
+                      noise_z=config.noise_z)
+    has_training = not (training.tournament_holdout.empty and training.team_holdout.empty)
+    report, ranker = nightly_evaluation(
+        _holdout(training) if has_training else None, _holdout(validation),
+        ScoringParams(top_k=config.top_k), gate, max_users=config.max_users,
+        pinned=config.publish_contender,
     )
     for kind in KINDS:
         q = report.kinds[kind]
-        context.log.info(f"{kind}: NDCG@{report.k} {q.model.ndcg:.4f} vs popularity "
-                         f"{q.popularity.ndcg:.4f} over {q.model.users_evaluated} holdout users")
-    gate = GateConfig(min_users=config.min_users, max_relative_drop=config.max_relative_drop,
-                      noise_z=config.noise_z)
+        context.log.info(f"{kind}: publishing {q.champion} (NDCG@{report.k} "
+                         f"{q.published.ndcg:.4f}, {q.published.users} holdout users): "
+                         f"{q.reason}")
     metadata = {
         **quality_metadata(report),
         "holdout_days": config.holdout_days,
@@ -133,5 +175,5 @@ def recommendation_quality(
         "gate_noise_z": dg.MetadataValue.float(float(config.noise_z)),
         "seconds_read": dg.MetadataValue.float(round(read_s, 3)),
     }
-    return dg.Output(QualityEvaluation(report=report, gate=gate), metadata=metadata)
-
+    return dg.Output(QualityEvaluation(report=report, gate=gate, ranker=ranker),
+                     metadata=metadata)

@@ -17,6 +17,7 @@ from recs_pipeline.bootstrap import init_app_database
 from recs_pipeline.compute.scoring import Recommendations
 from recs_pipeline.db import bulk_insert, make_engine
 from recs_pipeline.defs.recommendations import assets as rec_assets
+from recs_pipeline.defs.recommendations import quality as quality_assets
 from recs_pipeline.defs.recommendations.jobs import refresh_user_recommendations_job
 from recs_pipeline.defs.recommendations.publishing import KINDS, TEAMS, TOURNAMENTS, stage, swap
 from recs_pipeline.defs.recommendations.reading import read_user_inputs
@@ -37,7 +38,7 @@ def _resources(app_db: AppDatabase) -> dict[str, object]:
     return {"app_db": app_db, "clock": RunClock()}
 
 
-RECOMMENDATION_ASSETS = dg.load_assets_from_modules([rec_assets])
+RECOMMENDATION_ASSETS = dg.load_assets_from_modules([rec_assets, quality_assets])
 ASSET_CONFIG = {"resources": {"clock": {"config": {"as_of": AS_OF}}}}
 
 
@@ -142,7 +143,7 @@ def test_failed_check_leaves_published_rows_and_fails_with_reason(
     insert_world(engine)
     assert _materialize(app_db, dagster_instance).success
     before = _published(engine, schema.tournament_recommendations)
-    real_recommend = rec_assets.recommend
+    real_recommend = rec_assets.recommend_with
 
     def broken(*args, **kwargs) -> Recommendations:  # type: ignore[no-untyped-def]
         recs = real_recommend(*args, **kwargs)
@@ -150,7 +151,7 @@ def test_failed_check_leaves_published_rows_and_fails_with_reason(
         recs.tournaments = pd.concat([recs.tournaments, bad], ignore_index=True)
         return recs
 
-    monkeypatch.setattr(rec_assets, "recommend", broken)
+    monkeypatch.setattr(rec_assets, "recommend_with", broken)
     result = _materialize(app_db, dagster_instance)
     assert not result.success
     failure = next(e for e in result.all_events if e.event_type_value == "STEP_FAILURE")

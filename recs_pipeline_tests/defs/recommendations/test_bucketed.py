@@ -12,6 +12,7 @@ from sqlalchemy.engine import Engine
 from recs_pipeline import schema
 from recs_pipeline.compute.buckets import NUM_BUCKETS, bucket_key
 from recs_pipeline.defs.recommendations import assets as recommendation_assets
+from recs_pipeline.defs.recommendations import quality as quality_assets
 from recs_pipeline.defs.recommendations.bucketed import (
     bucket_run_requests,
     nightly_recommendations_bucketed_job,
@@ -25,14 +26,20 @@ def _resources(app_db: AppDatabase) -> dict[str, object]:
     return {"app_db": app_db, "clock": RunClock()}
 
 
-RECOMMENDATION_ASSETS = dg.load_assets_from_modules([recommendation_assets])
+RECOMMENDATION_ASSETS = dg.load_assets_from_modules([recommendation_assets, quality_assets])
 
 
 def _clock_config(as_of: str) -> dict:
     return {"resources": {"clock": {"config": {"as_of": as_of}}}}
 
 
-NIGHTLY_CONFIG = _clock_config(AS_OF)
+def _single_process_config(as_of: str) -> dict:
+    # The bucketed job publishes the blend: pin the single-process run to the same ranking.
+    return {**_clock_config(as_of), "ops": {"recommendation_quality": {"config": {
+        "publish_contender": "blend"}}}}
+
+
+NIGHTLY_CONFIG = _single_process_config(AS_OF)
 
 
 def _published(engine: Engine) -> dict[str, pd.DataFrame]:
@@ -133,7 +140,7 @@ def test_buckets_match_single_process_on_seeded_data_with_ties(
     bucketed = _published(engine)
     single = dg.materialize(
         RECOMMENDATION_ASSETS, resources=_resources(app_db), instance=dagster_instance,
-        run_config=_clock_config(as_of),
+        run_config=_single_process_config(as_of),
     )
     assert single.success
     tied = 0
