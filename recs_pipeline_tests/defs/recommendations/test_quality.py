@@ -1,5 +1,5 @@
-"""`recommendation_quality` and its blocking `quality_gate` on a small seeded database (both
-backends): the figures, the holdout read as of the cutoff, and the gate stopping the publish."""
+"""`recommendation_quality` and `quality_gate` on a small seeded database (both backends): the
+figures, the windows read as of their cutoffs, and a failing gate publishing the fallback."""
 
 from __future__ import annotations
 
@@ -88,7 +88,8 @@ def test_quality_asset_figures(app_db: AppDatabase, seeded: Engine,
     meta = result.get_asset_materialization_events()[0].materialization.metadata
     cutoff = SEED_NOW - timedelta(days=14)
     assert meta["cutoff"].value == cutoff.isoformat()
-    # The holdout window is [cutoff, now): the same counts as a plain Python filter.
+    assert meta["training_cutoff"].value == (cutoff - timedelta(days=14)).isoformat()
+    # The validation window is [cutoff, now): the same counts as a plain Python filter.
     tp, tm = schema.tournament_participants, schema.team_members
     assert meta["tournaments/holdout_pairs_total"].value == _count(
         seeded, tp.c.tournament_id, tp.c.registered_at, cutoff, SEED_NOW)
@@ -97,31 +98,70 @@ def test_quality_asset_figures(app_db: AppDatabase, seeded: Engine,
     for kind in ("tournaments", "teams"):
         q = evaluation.report.kinds[kind]
         assert 0 < q.holdout_pairs <= meta[f"{kind}/holdout_pairs_total"].value
-        assert 0 < q.model.users_evaluated == q.popularity.users_evaluated
-        assert meta[f"{kind}/users_evaluated"].value == q.model.users_evaluated
-        for name in ("ndcg@10", "recall@10", "hit_rate@10", "coverage", "popularity_ndcg@10"):
+        assert set(q.contenders) == {"ranker", "blend", "popularity", "random"}
+        assert q.training["positives"] > 0  # the ranker was trained on the earlier window
+        assert len({c.users for c in q.contenders.values()}) == 1  # the same users for all
+        assert meta[f"{kind}/champion"].value == q.champion
+        assert meta[f"{kind}/users_evaluated"].value == q.published.users > 0
+        for name in ("ndcg@10", "recall@10", "hit_rate@10", "coverage", "pool_recall",
+                     "ranker/ndcg@10", "blend/ndcg@10", "popularity/ndcg@10",
+                     "random/ndcg@10", "popularity/stderr_vs_published"):
             value = meta[f"{kind}/{name}"]
             assert isinstance(value, dg.FloatMetadataValue)  # plotted run over run
             assert 0.0 <= value.value <= 1.0
-        # HitRate >= Recall-free bound: a user with a hit has NDCG > 0.
-        assert q.model.hit_rate >= q.model.ndcg > 0
-    assert "| tournaments | model |" in meta["report"].value
+        assert meta[f"{kind}/ndcg@10"].value == q.contenders[q.champion].ndcg
+        assert q.contenders[q.champion].stderr_vs_champion == 0.0
+        assert q.published.hit_rate >= q.published.ndcg > 0
+        # On this seed the personal signal is strong: something beats random by far.
+        assert q.champion != "random" and q.published.z_vs_random > 2
+    assert "(published)" in meta["report"].value
+    if any(q.champion == "ranker" for q in evaluation.report.kinds.values()):
+        assert evaluation.ranker is not None
 
 
-def test_gate_blocks_publish_and_keeps_published_tables(
-    app_db: AppDatabase, seeded: Engine, dagster_instance: dg.DagsterInstance
+def _has_rows_for_everyone(engine: Engine) -> None:
+    """No empty night: both tables have rows, and the coverage check passed on them."""
+    with engine.connect() as conn:
+        for table in (schema.tournament_recommendations, schema.team_recommendations):
+            assert conn.execute(sa.select(sa.func.count()).select_from(table)).scalar_one() > 0
+
+
+def test_gate_warns_and_the_fallback_is_published(
+    app_db: AppDatabase, seeded: Engine, dagster_instance: dg.DagsterInstance,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    # 1. No earlier run: the gate passes (and says why), the tables are published.
+    # 1. No earlier run, the evaluation's champion is published.
     first = _run_nightly(app_db, dagster_instance)
     assert first.success
-    gate = _gate(first)
-    assert gate.passed
-    assert "no earlier published run" in gate.metadata["summary"].value
-    published = _published(seeded)
-    assert published
+    champions = {kind: first.output_for_node("recommendation_quality").report.kinds[kind].champion
+                 for kind in ("tournaments", "teams")}
+    _has_rows_for_everyone(seeded)
+    versions = _versions(seeded)
+    assert versions == {kind: champions[kind] for kind in versions}
 
-    # 2. An earlier published run that scored far better (NDCG 0.99): tonight's figures are
-    #    a > 20 % drop -> the gate fails, the publish does not run, the tables stay as they were.
+    # 2. The learned ranker cannot be trained tonight: the gate WARNs (never blocks), the
+    #    best other contender is published, and an alert is raised.
+    from recs_pipeline.compute import quality as quality_compute
+    from recs_pipeline.compute.ranker import LearnedRanker, RankerParams
+
+    monkeypatch.setattr(quality_compute, "fit_ranker",
+                        lambda *args, **kwargs: LearnedRanker(RankerParams()))
+    second = _run_nightly(app_db, dagster_instance)
+    assert second.success
+    gate = _gate(second)
+    assert not gate.passed and gate.severity == dg.AssetCheckSeverity.WARN
+    assert gate.metadata["summary"].value.count("no learned ranker tonight") == 2
+    report = second.output_for_node("recommendation_quality").report
+    fallback = {kind: q.champion for kind, q in report.kinds.items()}
+    assert "ranker" not in fallback.values()
+    assert _versions(seeded) == fallback
+    _has_rows_for_everyone(seeded)
+    logs = [e.user_message for e in dagster_instance.all_logs(second.run_id)]
+    assert any(m.startswith("RECS_ALERT") and "recommendation_quality_gate" in m for m in logs)
+    monkeypatch.undo()
+
+    # 3. An earlier published run that scored far better (NDCG 0.99): tonight is a > 20 % drop
+    #    -> WARN with the reason, and tonight's rows are published all the same.
     @dg.asset(key=QUALITY_KEY)
     def fake_quality() -> dg.MaterializeResult:
         return dg.MaterializeResult(metadata={
@@ -135,32 +175,44 @@ def test_gate_blocks_publish_and_keeps_published_tables(
         return None
 
     fake = dg.materialize([fake_quality, fake_published], instance=dagster_instance)
-    with seeded.begin() as conn:  # the app must keep seeing exactly these rows
-        conn.execute(schema.tournament_recommendations.delete().where(
-            schema.tournament_recommendations.c.rank > 1))
-    published = _published(seeded)
-
-    second = _run_nightly(app_db, dagster_instance)
-    assert not second.success
-    gate = _gate(second)
+    with seeded.begin() as conn:
+        conn.execute(schema.tournament_recommendations.delete())
+    third = _run_nightly(app_db, dagster_instance, publish_contender="ranker")
+    assert third.success
+    gate = _gate(third)
     assert not gate.passed
     assert "below the last published 0.9900" in gate.metadata["summary"].value
     assert gate.metadata["last_published_run"].value == fake.run_id
-    assert "publish_recommendations" not in {
-        e.step_key for e in second.all_events if e.event_type_value == "STEP_SUCCESS"}
-    assert _published(seeded) == published
+    _has_rows_for_everyone(seeded)
 
-    # 3. Too little holdout data to judge: passes and says so; the publish runs again.
-    third = _run_nightly(app_db, dagster_instance, min_users=10**6)
-    assert third.success
-    gate = _gate(third)
+    # 4. Too little holdout data to judge: passes and says so; the default blend is published.
+    fourth = _run_nightly(app_db, dagster_instance, min_users=10**6)
+    assert fourth.success
+    gate = _gate(fourth)
     assert gate.passed
     assert gate.metadata["summary"].value.count("too little holdout data") == 2
-    assert len(_published(seeded)) > len(published)
+    assert _versions(seeded) == {"tournaments": "blend", "teams": "blend"}
 
 
-def test_quality_gate_is_a_blocking_check_upstream_of_the_publish() -> None:
+def _versions(engine: Engine) -> dict[str, str]:
+    """The contender each published table was ranked by (its model_version prefix)."""
+    out = {}
+    with engine.connect() as conn:
+        for kind, table in (("tournaments", schema.tournament_recommendations),
+                            ("teams", schema.team_recommendations)):
+            names = {v.split("-v1-")[0] for (v,) in conn.execute(
+                sa.select(table.c.model_version).distinct())}
+            assert len(names) == 1
+            out[kind] = names.pop()
+    return out
+
+
+
+def test_only_broken_output_blocks_the_publish() -> None:
+    # The gate informs (WARN) and never blocks; the checks on the staged rows block.
     (spec,) = quality_gate.check_specs
-    assert spec.blocking and spec.asset_key == QUALITY_KEY
+    assert not spec.blocking and spec.asset_key == QUALITY_KEY
     graph = defs.get_repository_def().asset_graph
     assert QUALITY_KEY in graph.get(TOURNAMENT_RECOMMENDATIONS_KEY).parent_keys
+    publish_checks = [s for s in graph.get(TOURNAMENT_RECOMMENDATIONS_KEY).assets_def.check_specs]
+    assert publish_checks and all(s.blocking for s in publish_checks)
