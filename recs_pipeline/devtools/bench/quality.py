@@ -186,7 +186,8 @@ def run_in_domain(args: argparse.Namespace) -> int:
     """The nightly evaluation's figures on the configured app database, printed."""
     from datetime import timedelta
 
-    from recs_pipeline.compute.quality import KINDS, evaluate_holdout, report_table
+    from recs_pipeline.compute.quality import nightly_evaluation, report_table
+    from recs_pipeline.compute.quality_gate import GateConfig
     from recs_pipeline.compute.scoring import ScoringParams
     from recs_pipeline.db import make_engine
     from recs_pipeline.defs.recommendations.quality_reading import read_snapshot
@@ -194,30 +195,39 @@ def run_in_domain(args: argparse.Namespace) -> int:
 
     db = AppDatabase(url=args.database_url)
     now = RunClock(as_of=args.as_of).now()
+    window = timedelta(days=args.holdout_days)
     engine = make_engine(db.resolved_url())
     try:
         started = time.perf_counter()
         with engine.connect() as conn:
-            snapshot = read_snapshot(conn, now - timedelta(days=args.holdout_days), now)
+            validation = holdout_of(read_snapshot(conn, now - window, now))
+            training = holdout_of(read_snapshot(conn, now - 2 * window, now - window))
         read_s = time.perf_counter() - started
     finally:
         engine.dispose()
-    report = evaluate_holdout(
-        snapshot.users, snapshot.tournaments, snapshot.teams,
-        {"tournaments": snapshot.tournament_holdout, "teams": snapshot.team_holdout},
-        ScoringParams(top_k=args.k), snapshot.cutoff, snapshot.now,
-    )
-    print(f"{db.redacted_url}: cutoff {report.cutoff}, now {report.now}; "
-          f"{report.users_at_cutoff} users at the cutoff, {report.users_scored} evaluated; "
-          f"model {report.model_version}; read {read_s:.1f}s, evaluate {report.seconds:.1f}s")
+    report, _ = nightly_evaluation(training, validation, ScoringParams(top_k=args.k),
+                                   GateConfig())
+    print(f"{db.redacted_url}: training cutoff {report.training_cutoff}, validation cutoff "
+          f"{report.cutoff}, now {report.now}; {report.users_at_cutoff} users at the cutoff, "
+          f"{report.users_scored} evaluated; read {read_s:.1f}s, train + evaluate "
+          f"{report.seconds:.1f}s")
     print(report_table(report))
-    for kind in KINDS:
-        q = report.kinds[kind]
-        lift = q.model.ndcg / q.popularity.ndcg if q.popularity.ndcg > 0 else float("nan")
-        print(f"{kind}: NDCG@{report.k} lift vs popularity {lift:.2f}x "
-              f"(paired SE of the difference {q.diff_stderr:.4f}); {q.candidates} candidates at "
-              f"the cutoff; {q.holdout_pairs} of {q.holdout_pairs_total} holdout pairs on them")
+    for kind, q in report.kinds.items():
+        print(f"{kind}: publishing {q.champion}: {q.reason}; first-stage pool recall "
+              f"{q.pool_recall:.3f}; {q.candidates} candidates at the cutoff; "
+              f"{q.holdout_pairs} of {q.holdout_pairs_total} holdout pairs on them")
     return 0
+
+
+def holdout_of(snapshot: Any) -> Any:
+    """A `compute.quality.Holdout` from a `quality_reading.HoldoutSnapshot`."""
+    from recs_pipeline.compute.quality import Holdout
+
+    return Holdout(
+        cutoff=snapshot.cutoff, now=snapshot.now, users=snapshot.users,
+        tournaments=snapshot.tournaments, teams=snapshot.teams,
+        relevant={"tournaments": snapshot.tournament_holdout, "teams": snapshot.team_holdout},
+    )
 
 
 def run(args: argparse.Namespace) -> int:
