@@ -803,6 +803,15 @@ def _embeddings(space: _InteractionSpace, params: ScoringParams) -> _Embeddings:
     )
 
 
+def _no_embeddings(space: _InteractionSpace, params: ScoringParams) -> _Embeddings:
+    """Zero-width embeddings: what a ranking without the collaborative signal needs."""
+    model = CollaborativeModel(np.zeros((len(space.user_vocab), 0), np.float32),
+                               params.collaborative)
+    none_t = np.zeros((space.registrants.shape[1], 0), np.float32)
+    none_m = np.zeros((space.members.shape[1], 0), np.float32)
+    return _Embeddings(model, model.user_factors, none_t, none_m, none_t, none_m)
+
+
 def _unit_sparse_rows(matrix: sp.csr_matrix) -> sp.csr_matrix:
     norms = np.sqrt(np.asarray(matrix.multiply(matrix).sum(axis=1)).ravel())
     scale = np.divide(1.0, norms, out=np.zeros_like(norms), where=norms > 0)
@@ -922,12 +931,24 @@ def _recommend(
     affinities = _affinities(space, params)
     timings["features"] = time.perf_counter() - t0
 
+    # A ranking that reads neither signal (popularity, random) skips the two costliest steps.
+    weights = np.vstack([params.tournament_weights.vector(), params.team_weights.vector()])
+    second_stage = bool(rerankers) or collect_pools
     t0 = time.perf_counter()
-    embeddings = _embeddings(space, params)
+    if second_stage or weights[:, 1].any():
+        embeddings = _embeddings(space, params)
+    else:
+        embeddings = _no_embeddings(space, params)
     timings["collaborative"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
-    t_coplay, m_coplay, n_contexts = _coplay(space, params)
+    if second_stage or weights[:, 2].any():
+        t_coplay, m_coplay, n_contexts = _coplay(space, params)
+    else:
+        n_scored = len(space.scored_rows)
+        t_coplay = sp.csr_matrix((n_scored, len(tournaments.items)), dtype=np.float32)
+        m_coplay = sp.csr_matrix((n_scored, len(teams.items)), dtype=np.float32)
+        n_contexts = 0
     timings["coplay"] = time.perf_counter() - t0
 
     user_signals, t_signals, m_signals = None, None, None
