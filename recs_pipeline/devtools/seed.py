@@ -1064,15 +1064,27 @@ def seed_database(
     stays.
     """
     started = time.perf_counter()
-    _check_ready(engine, replace)
     summary = SeedSummary(users=config.users, seed=config.seed, now=config.anchor)
+    write_tables(engine, generate_tables(config), summary, progress=progress, replace=replace)
+    summary.seconds = time.perf_counter() - started
+    return summary
+
+
+def write_tables(
+    engine: Engine,
+    tables: Iterator[tuple[str, pd.DataFrame]],
+    summary: SeedSummary,
+    progress: bool = True,
+    replace: bool = False,
+) -> None:
+    """Write generated app tables (any generator's) in one transaction; rows and seconds per
+    table go into `summary`. The same readiness rules as `seed_database`."""
+    _check_ready(engine, replace)
     # Large COPY batches (db.copy_into pipelines within one); progress advances per batch.
     chunk = 1_000_000 if engine.dialect.name == "postgresql" else 100_000
-
     with _progress_bars(progress) as add_bar, engine.begin() as conn:
         if replace:
             _clear(conn)
-        tables = generate_tables(config)
         while True:
             t0 = time.perf_counter()
             item = next(tables, None)  # generation time counts towards the table
@@ -1086,5 +1098,3 @@ def seed_database(
                 advance(len(part))
             summary.rows[name] = len(frame)
             summary.table_seconds[name] = time.perf_counter() - t0
-    summary.seconds = time.perf_counter() - started
-    return summary
