@@ -206,7 +206,7 @@ def _cell(result: WorldResult, label: str) -> str:
         return "-"
     diff = result.ndcg[label] - result.ndcg["published"]
     se = result.stderr[label]
-    flag = " *" if se > 0 and diff < -1.96 * se else ""
+    flag = " *" if diff < -1.96 * se else (" +" if diff > 1.96 * se else "")
     return f"{result.ndcg[label]:.3f} ({diff:+.3f}±{se:.3f}){flag}"
 
 
@@ -235,7 +235,7 @@ def run_worlds(args: argparse.Namespace) -> int:
                                   f"{result.published} NDCG@10 {result.ndcg['published']:.3f} "
                                   f"over {result.users} test users ({result.seconds:.1f}s)")
     table = Table(title="Test-window NDCG@10 (difference to the published ranking ± paired SE; "
-                  "* = significantly below it at 95 %)")
+                  "* = significantly below it, + = significantly above it, at 95 %)")
     for col in ("world", "seed", "kind", "published", "NDCG", *ROW_ORDER, "users"):
         table.add_column(col, justify="left" if col in ("world", "kind", "published")
                          else "right")
@@ -249,8 +249,8 @@ def run_worlds(args: argparse.Namespace) -> int:
                 "contender (95 %)"):
         summary.add_column(col)
     frame = pd.DataFrame([{"world": r.world, "kind": r.kind, "seed": r.seed,
-                           "below": any(r.stderr[c] > 0 and r.ndcg[c] - r.ndcg["published"]
-                                        < -1.96 * r.stderr[c]
+                           # the published ranking significantly below a contender
+                           "below": any(r.ndcg[c] - r.ndcg["published"] > 1.96 * r.stderr[c]
                                         for c in (RANKER, BLEND, POPULARITY) if c in r.ndcg),
                            **{f"n:{k}": v for k, v in r.ndcg.items()}} for r in rows])
     for (world, kind), g in frame.groupby(["world", "kind"], sort=False):
