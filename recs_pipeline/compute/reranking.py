@@ -36,12 +36,13 @@ PAIR_FEATURES: tuple[str, ...] = (
     "affinity_game", "affinity_region", "affinity_size", "affinity_slot", "affinity_band",
     "collaborative_cosine", "collaborative_dot", "coplay_players",
     "skill_signal", "skill_gap", "band_position",
-    "fill_rate", "log_count", "listed_days", "hours_to_close",
+    "fill_rate", "log_count", "listed_days", "popularity_rate", "hours_to_close",
     "hour_affinity", "local_hour_prior",
     "series_share", "organiser_share", "name_similarity",
     "user_history",
 )
-N_AFFINITY_TERMS = 5
+AFFINITY_FEATURES = PAIR_FEATURES[1:6]  # in the order of the blend's affinity terms
+_COLUMN = {name: i for i, name in enumerate(PAIR_FEATURES)}
 HOUR_BINS = 8  # 3-hour bins of the day
 # Hours from UTC of each contract region, roughly its population centre: "local time" for the
 # time-of-day prior. An unknown region counts as UTC.
@@ -137,39 +138,45 @@ def pair_features(
     """
     n = len(user)
     out = np.full((n, len(PAIR_FEATURES)), np.nan, dtype=np.float32)
-    out[:, 0] = parts.blend
-    for t, values in enumerate(parts.affinity[:N_AFFINITY_TERMS]):
-        out[:, 1 + t] = values
-    out[:, 6] = parts.collaborative_cosine
-    if items.embedding.shape[1]:
-        out[:, 7] = np.einsum("ij,ij->i", users.factors[user_row], items.embedding[item])
-    else:
-        out[:, 7] = 0.0
-    out[:, 8] = parts.coplay_players
-    out[:, 9] = parts.skill_signal
-    out[:, 10] = np.abs(parts.skill - parts.avg_skill) / 1000.0
+
+    def put(name: str, values: np.ndarray | float, rows: np.ndarray | slice = slice(None)
+            ) -> None:
+        out[rows, _COLUMN[name]] = values
+
+    put("blend", parts.blend)
+    for name, values in zip(AFFINITY_FEATURES, parts.affinity, strict=False):
+        put(name, values)
+    put("collaborative_cosine", parts.collaborative_cosine)
+    put("collaborative_dot", np.einsum("ij,ij->i", users.factors[user_row],
+                                       items.embedding[item])
+        if items.embedding.shape[1] else 0.0)
+    put("coplay_players", parts.coplay_players)
+    put("skill_signal", parts.skill_signal)
+    put("skill_gap", np.abs(parts.skill - parts.avg_skill) / 1000.0)
     low, high = parts.skill_min, parts.skill_max
     banded = ~(np.isnan(low) & np.isnan(high))
     lo = np.where(np.isnan(low), 0.0, low)
     hi = np.where(np.isnan(high), 5000.0, high)
-    out[:, 11] = np.where(banded, (parts.skill - lo) / np.maximum(hi - lo, 1.0), np.nan)
-    out[:, 12] = parts.fill_rate
-    out[:, 13] = np.log1p(items.count[item])
-    out[:, 14] = items.listed_days[item]
-    out[:, 15] = items.hours_to_close[item]
+    put("band_position", np.where(banded, (parts.skill - lo) / np.maximum(hi - lo, 1.0), np.nan))
+    put("fill_rate", parts.fill_rate)
+    put("log_count", np.log1p(items.count[item]))
+    put("listed_days", items.listed_days[item])
+    # registrations per day listed: a count alone mostly measures how long it has been open
+    put("popularity_rate",
+        items.count[item] / (np.nan_to_num(items.listed_days[item], nan=0.0) + 1.0))
+    put("hours_to_close", items.hours_to_close[item])
     hour = items.utc_hour[item]
-    timed = hour >= 0
-    if timed.any():
-        utc_bin = hour_bin(hour[timed])
-        out[timed, 16] = users.hour_affinity[user[timed], utc_bin]
+    timed = np.flatnonzero(hour >= 0)
+    if len(timed):
+        put("hour_affinity", users.hour_affinity[user[timed], hour_bin(hour[timed])], timed)
         local = hour_bin((hour[timed] + users.utc_offset[user[timed]]) % 24)
-        out[timed, 17] = users.local_hour_prior[local]
-    out[:, 18] = _share(users.series_counts, user, items.series[item],
-                        users.past_tournaments)
-    out[:, 19] = _share(users.organiser_counts, user, items.organiser[item],
-                        users.past_tournaments)
+        put("local_hour_prior", users.local_hour_prior[local], timed)
+    put("series_share", _share(users.series_counts, user, items.series[item],
+                               users.past_tournaments))
+    put("organiser_share", _share(users.organiser_counts, user, items.organiser[item],
+                                  users.past_tournaments))
     if items.name_vectors.shape[1] and users.name_profile.shape[1]:
         sim = users.name_profile[user].multiply(items.name_vectors[item]).sum(axis=1)
-        out[:, 20] = np.asarray(sim, dtype=np.float32).ravel()
-    out[:, 21] = np.log1p(users.history[user])
+        put("name_similarity", np.asarray(sim, dtype=np.float32).ravel())
+    put("user_history", np.log1p(users.history[user]))
     return out

@@ -31,6 +31,7 @@ import time
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -56,7 +57,7 @@ from recs_pipeline.compute.champion import (
 from recs_pipeline.compute.metrics import per_user_metrics
 from recs_pipeline.compute.quality import Holdout, nightly_evaluation
 from recs_pipeline.compute.quality_gate import GateConfig
-from recs_pipeline.compute.ranker import CandidatePool
+from recs_pipeline.compute.ranker import CandidatePool, RankerParams
 from recs_pipeline.compute.reranking import PAIR_FEATURES
 from recs_pipeline.compute.scoring import ScoringParams, recommend
 from recs_pipeline.db import make_engine
@@ -80,6 +81,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="world seeds whose figures are reported")
     parser.add_argument("--tune-seeds", action="store_true",
                         help="use the tuning seeds (1,2) instead of --report-seeds")
+    parser.add_argument("--tune-ranker", action="store_true",
+                        help="on the tuning seeds: the ranker's test NDCG for each point of a "
+                        "small parameter grid (what RankerParams' defaults were chosen by)")
 
 
 def holdout_of(snapshot: HoldoutSnapshot) -> Holdout:
@@ -145,9 +149,9 @@ class WorldResult:
     seconds: float
 
 
-def evaluate_world(name: str, users: int, seed: int, workdir: Path) -> list[WorldResult]:
-    """Build one world, run the nightly evaluation one window early, score on the last one."""
-    started = time.perf_counter()
+def load_world(name: str, users: int, seed: int, workdir: Path
+               ) -> tuple[Holdout, Holdout, Holdout]:
+    """Build one world in a fresh SQLite app database; its train, validate and test windows."""
     path = workdir / f"{name}-{seed}.db"
     engine = make_engine(f"sqlite:///{path}")
     try:
@@ -161,8 +165,22 @@ def evaluate_world(name: str, users: int, seed: int, workdir: Path) -> list[Worl
     finally:
         engine.dispose()
         path.unlink(missing_ok=True)
-    params = ScoringParams()
-    report, ranker = nightly_evaluation(train, validate, params, GateConfig())
+    return train, validate, test
+
+
+def evaluate_world(
+    name: str,
+    seed: int,
+    windows: tuple[Holdout, Holdout, Holdout],
+    params: ScoringParams | None = None,
+    ranker_params: RankerParams | None = None,
+) -> list[WorldResult]:
+    """Run the nightly evaluation one window early, score everything on the last window."""
+    started = time.perf_counter()
+    train, validate, test = windows
+    params = params or ScoringParams()
+    report, ranker = nightly_evaluation(train, validate, params, GateConfig(),
+                                        ranker_params=ranker_params)
     champions = {kind: q.champion for kind, q in report.kinds.items()}
     contenders = evaluate_contenders(test.users, test.tournaments, test.teams, test.relevant,
                                      params, test.cutoff, ranker)
@@ -220,8 +238,11 @@ def run_worlds(args: argparse.Namespace) -> int:
         from recs_pipeline.cli import CliError
 
         raise CliError(f"unknown world(s) {', '.join(unknown)}; known: {', '.join(WORLDS)}")
-    seeds = [1, 2] if args.tune_seeds else [int(s) for s in args.report_seeds.split(",") if s]
+    seeds = [1, 2] if args.tune_seeds or args.tune_ranker else [
+        int(s) for s in args.report_seeds.split(",") if s]
     console = Console(width=max(Console().width, 200))
+    if args.tune_ranker:
+        return tune_ranker(console, names, seeds, args.world_users)
     console.print(f"world zoo: {len(names)} worlds x seeds {seeds}, {args.world_users} users "
                   f"each; train/validate/test windows of {WINDOW.days} days ending {NOW:%Y-%m-%d}"
                   f"; popularity here = {popularity_rate.__doc__.splitlines()[0].lower()}")
@@ -229,7 +250,8 @@ def run_worlds(args: argparse.Namespace) -> int:
     with tempfile.TemporaryDirectory(prefix="recs_worlds_") as tmp:
         for name in names:
             for seed in seeds:
-                for result in evaluate_world(name, args.world_users, seed, Path(tmp)):
+                windows = load_world(name, args.world_users, seed, Path(tmp))
+                for result in evaluate_world(name, seed, windows):
                     rows.append(result)
                     console.print(f"  {name} seed {seed} {result.kind}: published "
                                   f"{result.published} NDCG@10 {result.ndcg['published']:.3f} "
@@ -263,4 +285,44 @@ def run_worlds(args: argparse.Namespace) -> int:
                         f"{published / simple:.2f}" if simple > 0 else "-",
                         f"{int(g['below'].sum())} of {len(g)} seeds")
     console.print(summary)
+    return 0
+
+
+RANKER_GRID: tuple[tuple[str, RankerParams, int], ...] = (
+    ("defaults", RankerParams(), ScoringParams().pool_size),
+    ("300 trees, lr 0.04", RankerParams(max_iter=300, learning_rate=0.04), 40),
+    ("31 leaves", RankerParams(max_leaf_nodes=31), 40),
+    ("7 leaves", RankerParams(max_leaf_nodes=7), 40),
+    ("30 negatives/user", RankerParams(negatives_per_user=30), 40),
+    ("5 negatives/user", RankerParams(negatives_per_user=5), 40),
+    ("min leaf 100", RankerParams(min_samples_leaf=100), 40),
+    ("pool 80", RankerParams(), 80),
+    ("pool 20", RankerParams(), 20),
+)
+
+
+def tune_ranker(console: Any, names: list[str], seeds: list[int], users: int) -> int:
+    """Mean test NDCG@10 of the learned ranker (where it has a model) per grid point."""
+    from rich.table import Table
+
+    with tempfile.TemporaryDirectory(prefix="recs_worlds_") as tmp:
+        worlds = {(name, seed): load_world(name, users, seed, Path(tmp))
+                  for name in names for seed in seeds}
+    table = Table(title=f"Ranker tuning on seeds {seeds}: mean test NDCG@10 over worlds")
+    for col in ("configuration", "tournaments ranker", "teams ranker", "tournaments published",
+                "teams published", "seconds"):
+        table.add_column(col)
+    for label, ranker_params, pool_size in RANKER_GRID:
+        started = time.perf_counter()
+        results = [r for (name, seed), windows in worlds.items()
+                   for r in evaluate_world(name, seed, windows,
+                                           replace(ScoringParams(), pool_size=pool_size),
+                                           ranker_params)]
+        frame = pd.DataFrame([{"kind": r.kind, "ranker": r.ndcg.get(RANKER, np.nan),
+                               "published": r.ndcg["published"]} for r in results])
+        means = frame.groupby("kind").mean()
+        table.add_row(label, *(f"{means.loc[k, c]:.4f}" for c in ("ranker", "published")
+                               for k in KINDS), f"{time.perf_counter() - started:.0f}")
+        console.print(f"  {label}: done")
+    console.print(table)
     return 0
