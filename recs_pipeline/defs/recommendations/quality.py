@@ -18,7 +18,6 @@ from pydantic import Field, field_validator
 
 from recs_pipeline.compute.champion import BLEND, KINDS, POPULARITY, RANKER
 from recs_pipeline.compute.quality import (
-    Holdout,
     QualityEvaluation,
     QualityReport,
     nightly_evaluation,
@@ -29,7 +28,7 @@ from recs_pipeline.compute.scoring import ScoringParams
 from recs_pipeline.defs.app_tables import app_table_key
 from recs_pipeline.defs.recommendations.assets import RECOMMENDATIONS_GROUP
 from recs_pipeline.defs.recommendations.checks import QUALITY_KEY, ndcg_key, users_key
-from recs_pipeline.defs.recommendations.quality_reading import HoldoutSnapshot, read_snapshot
+from recs_pipeline.defs.recommendations.quality_reading import read_snapshot
 from recs_pipeline.resources import AppDatabase, RunClock
 
 PUBLISHABLE = (RANKER, BLEND, POPULARITY)
@@ -69,14 +68,6 @@ class QualityConfig(dg.Config):
             raise ValueError(f"publish_contender must be one of {', '.join(PUBLISHABLE)}, "
                              f"got {value!r}")
         return value
-
-
-def _holdout(snapshot: HoldoutSnapshot) -> Holdout:
-    return Holdout(
-        cutoff=snapshot.cutoff, now=snapshot.now, users=snapshot.users,
-        tournaments=snapshot.tournaments, teams=snapshot.teams,
-        relevant={"tournaments": snapshot.tournament_holdout, "teams": snapshot.team_holdout},
-    )
 
 
 def quality_metadata(report: QualityReport) -> dict[str, Any]:
@@ -158,7 +149,7 @@ def recommendation_quality(
                       noise_z=config.noise_z)
     has_training = not (training.tournament_holdout.empty and training.team_holdout.empty)
     report, ranker = nightly_evaluation(
-        _holdout(training) if has_training else None, _holdout(validation),
+        training.holdout() if has_training else None, validation.holdout(),
         ScoringParams(top_k=config.top_k), gate, max_users=config.max_users,
         pinned=config.publish_contender,
     )

@@ -43,6 +43,7 @@ from recs_pipeline.compute.candidates import (
     build_tournament_candidates,
 )
 from recs_pipeline.compute.features import UserFeatureSet
+from recs_pipeline.compute.quality import Holdout
 from recs_pipeline.db import read_frame, read_int_frame, timestamp_bind
 from recs_pipeline.defs.recommendations.reading import (
     UserInputs,
@@ -65,6 +66,14 @@ class HoldoutSnapshot:
     # (user_id, item_id) pairs in the holdout window, not yet restricted to candidates.
     tournament_holdout: pd.DataFrame
     team_holdout: pd.DataFrame
+
+    def holdout(self) -> Holdout:
+        """The pure evaluation's view of this snapshot (`compute.quality.Holdout`)."""
+        return Holdout(
+            cutoff=self.cutoff, now=self.now, users=self.users, tournaments=self.tournaments,
+            teams=self.teams,
+            relevant={"tournaments": self.tournament_holdout, "teams": self.team_holdout},
+        )
 
 
 def whole_second(value: datetime) -> datetime:

@@ -2,8 +2,12 @@
 
 For each size and backend: a fresh database is seeded (`recs_pipeline.devtools.seed`), then the
 nightly refresh runs in a child process (so its peak RSS is its own, not the seed's) with the same
-functions the assets call: read (SQL), features, score (collaborative + co-play + blend/top-K),
-write (staging, COPY on PostgreSQL), checks (on the staged rows), swap. Then a seed-style baseline
+functions the assets call: the evaluation (`recommendation_quality`: both holdout windows read,
+the ranker trained, every contender validated), read (SQL), features, score (collaborative +
+co-play + first stage, and the learned second stage where it is the champion), write (staging,
+COPY on PostgreSQL), checks (on the staged rows), swap. A second child runs the blend alone
+without the evaluation (the refresh before the learned ranker), so the difference is the
+evaluation's and the ranker's cost. Then a seed-style baseline
 (what the Celery task did per user: ORM-style queries, Python scoring, delete + insert) runs on a
 sample of users and is reported as seconds per user.
 
@@ -52,19 +56,25 @@ def _rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
-def _refresh_child(url: str, top_k: int, queue: Any) -> None:
+def _refresh_child(url: str, top_k: int, evaluate: bool, queue: Any) -> None:
     """The nightly refresh, stage by stage, in a fresh process."""
     try:
-        queue.put(refresh_once(url, top_k))
+        queue.put(refresh_once(url, top_k, evaluate))
     except Exception as exc:  # reported by the parent
         queue.put({"error": f"{type(exc).__name__}: {exc}"})
 
 
-def refresh_once(url: str, top_k: int = 10) -> dict[str, Any]:
+def refresh_once(url: str, top_k: int = 10, evaluate: bool = True) -> dict[str, Any]:
+    from datetime import timedelta
+
     from recs_pipeline.compute.candidates import build_team_candidates, build_tournament_candidates
-    from recs_pipeline.compute.scoring import ScoringParams, recommend
+    from recs_pipeline.compute.champion import BLEND, KINDS, recommend_with
+    from recs_pipeline.compute.quality import nightly_evaluation
+    from recs_pipeline.compute.quality_gate import GateConfig
+    from recs_pipeline.compute.scoring import ScoringParams
     from recs_pipeline.compute.timestamps import utc_now
     from recs_pipeline.db import make_engine
+    from recs_pipeline.defs.recommendations.quality_reading import read_snapshot
     from recs_pipeline.defs.recommendations.reading import (
         build_user_feature_set,
         read_team_candidates,
@@ -77,6 +87,21 @@ def refresh_once(url: str, top_k: int = 10) -> dict[str, Any]:
     now = utc_now().replace(microsecond=0)
     stages: dict[str, float] = {}
     t_all = time.perf_counter()
+    params = ScoringParams(top_k=top_k)
+    champions, ranker = {kind: BLEND for kind in KINDS}, None
+    if evaluate:
+        t0 = time.perf_counter()
+        window = timedelta(days=14)
+        with engine.connect() as conn:
+            validation = read_snapshot(conn, now - window, now).holdout()
+            training = read_snapshot(conn, now - 2 * window, now - window).holdout()
+        stages["evaluation_read"] = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        report, ranker = nightly_evaluation(training, validation, params, GateConfig(),
+                                            max_users=50_000)
+        champions = {kind: q.champion for kind, q in report.kinds.items()}
+        stages["evaluation"] = time.perf_counter() - t0
+        del training, validation
     t0 = time.perf_counter()
     with engine.connect() as conn:
         inputs = read_user_inputs(conn, now)
@@ -88,10 +113,11 @@ def refresh_once(url: str, top_k: int = 10) -> dict[str, Any]:
     tournament_candidates = build_tournament_candidates(t_frame, t_regs, now)
     team_candidates = build_team_candidates(m_frame, m_members, now)
     stages["features"] = time.perf_counter() - t0
-    params = ScoringParams(top_k=top_k)
-    recs = recommend(users, tournament_candidates, team_candidates, params, now)
+    recs = recommend_with(champions, users, tournament_candidates, team_candidates, params, now,
+                          ranker=ranker)
     stages["features"] += recs.timings["features"]
-    stages["score"] = recs.timings["collaborative"] + recs.timings["coplay"] + recs.timings["score"]
+    stages["score"] = (recs.timings["collaborative"] + recs.timings["coplay"]
+                       + recs.timings.get("pair_signals", 0.0) + recs.timings["score"])
     outcome = stage_check_publish(engine, recs, users, tournament_candidates, team_candidates,
                                   top_k=top_k, now=now)
     stages.update(outcome.timings)
@@ -104,6 +130,7 @@ def refresh_once(url: str, top_k: int = 10) -> dict[str, Any]:
         "total": total,
         "rows": rows,
         "users_scored": recs.stats["users_scored"],
+        "champions": champions,
         "published": outcome.published,
         "failures": outcome.failure_message(),
         "peak_rss_mb": _rss_mb(),
@@ -288,20 +315,30 @@ def run(args: argparse.Namespace) -> int:
                 print(f"[{size} {users:,} users, {backend}]", flush=True)
                 url, cleanup = _prepare(backend, size, users, args, Path(tmpdir))
                 try:
-                    queue = ctx.Queue()
-                    proc = ctx.Process(target=_refresh_child, args=(url, 10, queue))
-                    proc.start()
-                    res = queue.get()
-                    proc.join()
+                    blend_only: dict[str, Any] = {}
+                    for evaluate in (False, True):
+                        queue = ctx.Queue()
+                        proc = ctx.Process(target=_refresh_child,
+                                           args=(url, 10, evaluate, queue))
+                        proc.start()
+                        res = queue.get()
+                        proc.join()
+                        if "error" in res:
+                            print(f"  refresh failed: {res['error']}")
+                            break
+                        st = res["stages"]
+                        label = "nightly (evaluation + champion)" if evaluate else "blend only"
+                        print(f"  {label}: " + ", ".join(f"{k} {v:.2f}s" for k, v in st.items())
+                              + f"; total {res['total']:.1f}s; peak RSS "
+                              f"{res['peak_rss_mb']:.0f} MB; {res['rows']:,} rows "
+                              f"({res['publish_rows_per_s']:,.0f} rows/s write+swap); "
+                              f"published={res['published']} {res['failures']}; "
+                              f"champions {res['champions']}", flush=True)
+                        blend_only = blend_only or res
                     if "error" in res:
-                        print(f"  refresh failed: {res['error']}")
                         continue
-                    st = res["stages"]
-                    print("  refresh: " + ", ".join(f"{k} {v:.2f}s" for k, v in st.items())
-                          + f"; total {res['total']:.1f}s; peak RSS {res['peak_rss_mb']:.0f} MB; "
-                          f"{res['rows']:,} rows ({res['publish_rows_per_s']:,.0f} rows/s "
-                          f"write+swap); published={res['published']} {res['failures']}",
-                          flush=True)
+                    print(f"  evaluation + learned ranker add "
+                          f"{res['total'] - blend_only['total']:.1f}s to the refresh", flush=True)
                     base = run_baseline(url, args.baseline_users, args.seed)
                     ours = res["total"] / max(res["users_scored"], 1)
                     print(f"  baseline: {base['users']} users in {base['seconds']:.1f}s = "

@@ -61,7 +61,7 @@ from recs_pipeline.compute.ranker import CandidatePool, RankerParams
 from recs_pipeline.compute.reranking import PAIR_FEATURES
 from recs_pipeline.compute.scoring import ScoringParams, recommend
 from recs_pipeline.db import make_engine
-from recs_pipeline.defs.recommendations.quality_reading import HoldoutSnapshot, read_snapshot
+from recs_pipeline.defs.recommendations.quality_reading import read_snapshot
 from recs_pipeline.devtools.seed import SeedSummary, write_tables
 from recs_pipeline.devtools.worlds import WORLDS, generate_world
 
@@ -84,15 +84,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--tune-ranker", action="store_true",
                         help="on the tuning seeds: the ranker's test NDCG for each point of a "
                         "small parameter grid (what RankerParams' defaults were chosen by)")
-
-
-def holdout_of(snapshot: HoldoutSnapshot) -> Holdout:
-    """A `compute.quality.Holdout` from a `quality_reading.HoldoutSnapshot`."""
-    return Holdout(
-        cutoff=snapshot.cutoff, now=snapshot.now, users=snapshot.users,
-        tournaments=snapshot.tournaments, teams=snapshot.teams,
-        relevant={"tournaments": snapshot.tournament_holdout, "teams": snapshot.team_holdout},
-    )
 
 
 def _knn_scores(test: Holdout, kind: str, pool: CandidatePool) -> np.ndarray:
@@ -160,7 +151,7 @@ def load_world(name: str, users: int, seed: int, workdir: Path
                      SeedSummary(users=users, seed=seed, now=NOW), progress=False)
         with engine.connect() as conn:
             train, validate, test = (
-                holdout_of(read_snapshot(conn, NOW - (n + 1) * WINDOW, NOW - n * WINDOW))
+                read_snapshot(conn, NOW - (n + 1) * WINDOW, NOW - n * WINDOW).holdout()
                 for n in (2, 1, 0))
     finally:
         engine.dispose()
