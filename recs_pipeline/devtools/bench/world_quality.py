@@ -279,16 +279,14 @@ def run_worlds(args: argparse.Namespace) -> int:
     return 0
 
 
+# Round 1 (from max_leaf_nodes 15) chose 7 leaves; this is round 2, around the defaults.
 RANKER_GRID: tuple[tuple[str, RankerParams, int], ...] = (
     ("defaults", RankerParams(), ScoringParams().pool_size),
-    ("300 trees, lr 0.04", RankerParams(max_iter=300, learning_rate=0.04), 40),
-    ("31 leaves", RankerParams(max_leaf_nodes=31), 40),
-    ("7 leaves", RankerParams(max_leaf_nodes=7), 40),
-    ("30 negatives/user", RankerParams(negatives_per_user=30), 40),
-    ("5 negatives/user", RankerParams(negatives_per_user=5), 40),
+    ("4 leaves", RankerParams(max_leaf_nodes=4), 40),
+    ("15 leaves", RankerParams(max_leaf_nodes=15), 40),
     ("min leaf 100", RankerParams(min_samples_leaf=100), 40),
+    ("300 trees, lr 0.05", RankerParams(max_iter=300, learning_rate=0.05), 40),
     ("pool 80", RankerParams(), 80),
-    ("pool 20", RankerParams(), 20),
 )
 
 
