@@ -33,7 +33,7 @@ class RankerParams:
 
     max_iter: int = 150
     learning_rate: float = 0.06
-    max_leaf_nodes: int = 7
+    max_leaf_nodes: int = 4
     min_samples_leaf: int = 40
     l2_regularization: float = 1.0
     negatives_per_user: int = 15
