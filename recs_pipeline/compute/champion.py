@@ -14,7 +14,9 @@ All of them go through `compute.scoring.recommend`, so they see the same users, 
 eligibility masks and differ only in the order. The per-user NDCG@K of each contender is
 compared with random's (paired: same users): a contender qualifies when its mean is above
 random's by at least `z` standard errors of the paired difference. The champion is the
-qualifying contender with the best mean NDCG@K (ties: ranker, blend, popularity). When none
+qualifying contender with the best mean NDCG@K (ties: ranker, blend, popularity), unless
+popularity qualifies too and the best is within `SIMPLER_Z` paired standard errors of it: then
+the simpler popularity is published (a fitted model must earn its place). When none
 qualifies (no signal in the data), popularity is published and the reason says so: it is never
 worse than random in expectation and needs no fitted state. With too few holdout users to judge
 anything (a new platform), the default hand blend is published.
@@ -51,6 +53,9 @@ _COUNT_COLUMN = {"tournaments": "registered", "teams": "members"}
 _ONLY_POPULARITY = BlendWeights(affinity=0.0, collaborative=0.0, coplay=0.0, skill=0.0,
                                 popularity=1.0)
 RANDOM_SEED = 20_250_601
+# A fitted contender must beat popularity by this many paired standard errors to be preferred
+# over it (chosen on the world zoo's tuning seeds, docs/quality.md).
+SIMPLER_Z = 1.0
 
 
 def with_popularity_signal(candidates: CandidateSet, kind: str, values: np.ndarray
@@ -318,7 +323,8 @@ class KindChampion:
     qualified: tuple[str, ...]  # contenders significantly better than random
 
 
-def choose_champion(evaluation: KindEvaluation, z: float, min_users: int) -> KindChampion:
+def choose_champion(evaluation: KindEvaluation, z: float, min_users: int,
+                    simpler_z: float | None = None) -> KindChampion:
     """The champion of one kind (rules in the module docstring)."""
     users = evaluation.results[RANDOM].metrics.users_evaluated
     if users < min_users:
@@ -335,6 +341,15 @@ def choose_champion(evaluation: KindEvaluation, z: float, min_users: int) -> Kin
                             "publishing popularity", ())
     best = max(qualified, key=lambda n: (evaluation.results[n].metrics.ndcg, -PREFERENCE[n]))
     ndcg = evaluation.results[best].metrics.ndcg
+    k = evaluation.results[best].metrics.k
+    simpler_z = SIMPLER_Z if simpler_z is None else simpler_z
+    if best != POPULARITY and POPULARITY in qualified and (
+            evaluation.z(best, POPULARITY) < simpler_z):
+        return KindChampion(
+            evaluation.kind, POPULARITY,
+            f"{best} (NDCG@{k} {ndcg:.4f}) is within {simpler_z:g} standard errors of "
+            f"popularity ({evaluation.results[POPULARITY].metrics.ndcg:.4f}): publishing the "
+            "simpler popularity", qualified)
     return KindChampion(
         evaluation.kind, best,
         f"{best} has the best NDCG@{evaluation.results[best].metrics.k} ({ndcg:.4f}) of the "

@@ -31,8 +31,8 @@ RANKER_NAME = "ranker"
 class RankerParams:
     """Training knobs. Tuned on the tuning seeds of the world zoo (docs/quality.md)."""
 
-    max_iter: int = 150
-    learning_rate: float = 0.06
+    max_iter: int = 60
+    learning_rate: float = 0.15
     max_leaf_nodes: int = 4
     min_samples_leaf: int = 40
     l2_regularization: float = 1.0

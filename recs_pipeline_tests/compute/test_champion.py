@@ -151,3 +151,16 @@ def test_exact_ties_prefer_the_ranker() -> None:
     ev = _evaluation({RANDOM: [0.0, 0.1] * 50, RANKER: [0.5, 0.6] * 50,
                       BLEND: [0.5, 0.6] * 50})
     assert choose_champion(ev, z=2.0, min_users=30).champion == RANKER
+
+
+def test_a_fitted_contender_must_beat_popularity_clearly() -> None:
+    rng = np.random.default_rng(2)
+    base = rng.random(400) * 0.3
+    pop = base + 0.2
+    slightly = pop + 0.005 + rng.normal(0, 0.05, 400)  # better on average, well within 1 SE
+    ev = _evaluation({RANDOM: base.tolist(), POPULARITY: pop.tolist(), RANKER: slightly.tolist()})
+    assert ev.results[RANKER].metrics.ndcg > ev.results[POPULARITY].metrics.ndcg
+    assert 0 < ev.z(RANKER, POPULARITY) < 1.0
+    choice = choose_champion(ev, z=2.0, min_users=30)
+    assert choice.champion == POPULARITY and "simpler popularity" in choice.reason
+    assert choose_champion(ev, z=2.0, min_users=30, simpler_z=0.0).champion == RANKER

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import argparse
+
 import numpy as np
 import pytest
 import scipy.sparse as sp
@@ -13,6 +15,13 @@ from recs_pipeline.compute.movielens import (
     rank_all_items,
     split_counts,
     split_per_user,
+)
+from recs_pipeline.devtools.bench.quality import (
+    Spread,
+    fit_collaborative_cosine,
+    fit_collaborative_dot,
+    production_collaborative_params,
+    seed_list,
 )
 
 HEADER = "user_id:token\titem_id:token\trating:float\ttimestamp:float\n"
@@ -84,3 +93,31 @@ def test_rank_all_items_masks_seen_and_evaluates() -> None:
     assert m.ndcg == pytest.approx((1 / np.log2(3) + 1.0) / 2)
     assert m.recall == 1.0 and m.hit_rate == 1.0
     assert m.coverage == pytest.approx(4 / 5)
+
+
+def test_bench_scores_the_collaborative_model_as_production_does() -> None:
+    from recs_pipeline.compute.collaborative import fit_collaborative
+
+    rng = np.random.default_rng(3)
+    train = sp.csr_matrix((rng.random((60, 40)) < 0.2).astype(np.float32))
+    model = fit_collaborative(train, production_collaborative_params())
+    factors, items = model.user_factors, model.embed_items(sp.csr_matrix(train.T))
+    users = np.arange(60)
+    dot = factors @ items.T
+    u_len = np.linalg.norm(factors, axis=1, keepdims=True)
+    i_len = np.linalg.norm(items, axis=1, keepdims=True)
+    cosine = np.clip(dot / np.maximum(u_len, 1e-12) / np.maximum(i_len, 1e-12).T, 0.0, None)
+    assert np.allclose(fit_collaborative_dot(train, {})(users), dot, atol=1e-5)
+    assert np.allclose(fit_collaborative_cosine(train)(users), cosine, atol=1e-5)
+    assert (cosine == 0).any() and (cosine > 0).any()  # the clip matters on this data
+
+
+def test_bench_seed_list_and_spread() -> None:
+    assert seed_list("2020, 2021,2022") == [2020, 2021, 2022]
+    for bad in ("a,1", "1,1", ","):
+        with pytest.raises(argparse.ArgumentTypeError):
+            seed_list(bad)
+    spread = Spread.of([0.1, 0.2, 0.3])
+    assert spread.mean == pytest.approx(0.2) and spread.std == pytest.approx(0.1)
+    assert spread.mean_std() == "0.2000 ± 0.1000" and spread.range() == "0.1000..0.3000"
+    assert Spread.of([0.5]).std is None and Spread.of([0.5]).mean_std() == "0.5000"

@@ -7,14 +7,21 @@ redistribution, so it is never committed: this command fetches the wheel with
 default) and reads the file straight from the zip.
 
 Protocol (RecBole's default, `recs_pipeline.compute.movielens`): every rating is a positive; each
-user's interactions are split at random 80/10/10 (`--seed`); every model is fitted on train, its
-hyper-parameters chosen by validation NDCG@10 (train items masked), and reported on test ranking all
-items with train + valid items masked. Reference models (small, here): popularity, item-kNN
-(cosine, top-k neighbours), EASE (Steck 2019). The project's model:
-`recs_pipeline.compute.collaborative` (items embedded from their train raters,
-`embed_items(X_train.T)`, exactly how the recommender embeds tournaments from their registrants),
-once with the parameters the nightly recommender uses and once tuned on validation over a grid
-around them.
+user's interactions are split at random 80/10/10, once per split seed (`--seeds`); on each split
+every model is fitted on train, its hyper-parameters chosen by that split's validation NDCG@10
+(train items masked), and reported on test ranking all items with train + valid items masked.
+The figures are the mean, the standard deviation (ddof 1) and the range over the seeds.
+Reference models (small, here): popularity, item-kNN (cosine, top-k neighbours), EASE
+(Steck 2019). The project's model: `recs_pipeline.compute.collaborative`, items embedded from
+their train raters (`embed_items(X_train.T)`, exactly how the recommender embeds tournaments from
+their registrants), scored the two ways production uses it:
+
+* cosine: unit-normalised user factors x unit-normalised item embeddings, clipped at 0 (the hand
+  blend's collaborative term, `compute.scoring._score_kind`), with the nightly parameters;
+* dot: raw user factors x raw item embeddings (the learned ranker's `collaborative_dot` feature,
+  `compute.reranking.pair_features`), with the nightly parameters and tuned on validation over a
+  grid around them.
+
 "Fit s" is the fit of the chosen configuration (for the collaborative model: fit + item fold-in);
 the machine is shared, so timings are noisy.
 
@@ -33,25 +40,54 @@ import sys
 import time
 import zipfile
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import scipy.sparse as sp
 
+if TYPE_CHECKING:
+    from rich.console import Console
+
+    from recs_pipeline.compute.collaborative import CollaborativeParams
+    from recs_pipeline.compute.movielens import Interactions
+
 RECBOLE_REQUIREMENT = "recbole==1.2.1"
 INTER_PATH_IN_WHEEL = "recbole/dataset_example/ml-100k/ml-100k.inter"
 DEFAULT_CACHE_DIR = Path(".local/cache/movielens")
+DEFAULT_SEEDS = "2020,2021,2022"
+COSINE = "collaborative cosine (blend: unit rows, clipped at 0)"
+DOT = "collaborative dot (ranker feature)"
 
 # A fitted model: user indices -> dense (len(users), n_items) scores.
 Scorer = Callable[[np.ndarray], np.ndarray]
 
 
+def seed_list(text: str) -> list[int]:
+    """`--seeds`: comma-separated distinct integers."""
+    try:
+        seeds = [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected comma-separated integers, got {text!r}") from None
+    if not seeds or len(set(seeds)) != len(seeds):
+        raise argparse.ArgumentTypeError(f"expected distinct seeds, got {text!r}")
+    return seeds
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from recs_pipeline.devtools.bench import world_quality
+
+    world_quality.add_arguments(parser)
     parser.add_argument("--cache-dir", type=Path, default=DEFAULT_CACHE_DIR,
                         help="where the recbole wheel is downloaded (never committed)")
-    parser.add_argument("--seed", type=int, default=2020, help="seed of the 80/10/10 split")
+    split = parser.add_mutually_exclusive_group()
+    split.add_argument("--seeds", type=seed_list, default=DEFAULT_SEEDS,
+                       help="comma-separated seeds of the 80/10/10 splits (default: "
+                            f"{DEFAULT_SEEDS}); hyper-parameters are chosen per split")
+    split.add_argument("--seed", type=int, default=None,
+                       help="a single split seed (shorthand for --seeds SEED)")
     parser.add_argument("--k", type=int, default=10, help="cut-off of the metrics")
     parser.add_argument("--no-tune", action="store_true",
                         help="skip the validation grids; use each model's first configuration")
@@ -122,19 +158,39 @@ def fit_ease(train: sp.csr_matrix, l2: float) -> Scorer:
     return lambda users: np.asarray(x[users] @ b)
 
 
-def production_collaborative_params() -> Any:
+def production_collaborative_params() -> CollaborativeParams:
     """The collaborative parameters the nightly recommender uses (ScoringParams' defaults)."""
     from recs_pipeline.compute.scoring import ScoringParams
 
     return ScoringParams().collaborative
 
 
-def fit_project_collaborative(train: sp.csr_matrix, overrides: dict[str, Any]) -> Scorer:
+def _collaborative_embeddings(
+    train: sp.csr_matrix, overrides: dict[str, Any]
+) -> tuple[np.ndarray, np.ndarray]:
+    """User factors and the items' fold-in embeddings from their train raters."""
     from recs_pipeline.compute.collaborative import fit_collaborative
 
     model = fit_collaborative(train, replace(production_collaborative_params(), **overrides))
-    items = model.embed_items(sp.csr_matrix(train.T))
-    factors = model.user_factors
+    return model.user_factors, model.embed_items(sp.csr_matrix(train.T))
+
+
+def fit_collaborative_cosine(train: sp.csr_matrix) -> Scorer:
+    """The hand blend's collaborative term, production parameters (`scoring._score_kind`).
+
+    The blend adds `clip(unit_user @ (unit_item * w), 0, w)` for the kind's weight w > 0, i.e.
+    w times this score: the weight does not change the order.
+    """
+    from recs_pipeline.compute.scoring import _unit_rows
+
+    factors, items = _collaborative_embeddings(train, {})
+    unit_factors, unit_items = _unit_rows(factors), _unit_rows(items)
+    return lambda users: np.clip(unit_factors[users] @ unit_items.T, 0.0, 1.0)
+
+
+def fit_collaborative_dot(train: sp.csr_matrix, overrides: dict[str, Any]) -> Scorer:
+    """The learned ranker's `collaborative_dot` feature (`reranking.pair_features`)."""
+    factors, items = _collaborative_embeddings(train, overrides)
     return lambda users: factors[users] @ items.T
 
 
@@ -157,18 +213,20 @@ class Candidate:
     fit: Callable[[sp.csr_matrix], Scorer]
 
 
-def candidates() -> list[Candidate]:
+def candidates(tune: bool) -> list[Candidate]:
+    """Every model's configurations, its default first; without `tune` only the defaults."""
     out = [Candidate("popularity", {}, fit_popularity)]
-    for n in (100, 50, 200, 400):
+    for n in (100, 50, 200, 400)[: None if tune else 1]:
         out.append(Candidate("item-kNN", {"neighbours": n},
                              lambda x, n=n: fit_item_knn(x, neighbours=n)))
-    for l2 in (500.0, 100.0, 250.0, 1000.0):
+    for l2 in (500.0, 100.0, 250.0, 1000.0)[: None if tune else 1]:
         out.append(Candidate("EASE", {"l2": l2}, lambda x, l2=l2: fit_ease(x, l2)))
-    out.append(Candidate("collaborative (project, production params)", {},
-                         lambda x: fit_project_collaborative(x, {})))
-    for overrides in collaborative_grid():
-        out.append(Candidate("collaborative (project, tuned on valid)", overrides,
-                             lambda x, o=overrides: fit_project_collaborative(x, o)))
+    out.append(Candidate(COSINE, {}, fit_collaborative_cosine))
+    out.append(Candidate(DOT, {}, lambda x: fit_collaborative_dot(x, {})))
+    if tune:
+        for overrides in collaborative_grid():
+            out.append(Candidate("collaborative dot, tuned on valid", overrides,
+                                 lambda x, o=overrides: fit_collaborative_dot(x, o)))
     return out
 
 
@@ -200,8 +258,8 @@ def run_in_domain(args: argparse.Namespace) -> int:
     try:
         started = time.perf_counter()
         with engine.connect() as conn:
-            validation = holdout_of(read_snapshot(conn, now - window, now))
-            training = holdout_of(read_snapshot(conn, now - 2 * window, now - window))
+            validation = read_snapshot(conn, now - window, now).holdout()
+            training = read_snapshot(conn, now - 2 * window, now - window).holdout()
         read_s = time.perf_counter() - started
     finally:
         engine.dispose()
@@ -219,75 +277,186 @@ def run_in_domain(args: argparse.Namespace) -> int:
     return 0
 
 
-def holdout_of(snapshot: Any) -> Any:
-    """A `compute.quality.Holdout` from a `quality_reading.HoldoutSnapshot`."""
-    from recs_pipeline.compute.quality import Holdout
 
-    return Holdout(
-        cutoff=snapshot.cutoff, now=snapshot.now, users=snapshot.users,
-        tournaments=snapshot.tournaments, teams=snapshot.teams,
-        relevant={"tournaments": snapshot.tournament_holdout, "teams": snapshot.team_holdout},
-    )
+@dataclass(frozen=True)
+class SplitResult:
+    """One model on one split: the configuration chosen on valid and its figures."""
+
+    model: str
+    seed: int
+    params: dict[str, Any]
+    grid_points: int
+    valid_ndcg: float
+    test_ndcg: float
+    test_recall: float
+    test_hit_rate: float
+    test_coverage: float
+    fit_seconds: float
 
 
-def run(args: argparse.Namespace) -> int:
-    if args.in_domain:
-        return run_in_domain(args)
-    from rich.console import Console
-    from rich.table import Table
+@dataclass(frozen=True)
+class Spread:
+    """A figure over the splits: mean, standard deviation (ddof 1; None for one split), range."""
 
-    # Imported before any timing so that "fit s" is the fit, not sklearn's import.
-    import recs_pipeline.compute.collaborative  # noqa: F401
-    from recs_pipeline.compute.movielens import evaluate_scorer, parse_inter, split_per_user
+    mean: float
+    std: float | None
+    low: float
+    high: float
 
-    console = Console(width=max(Console().width, 150))  # the table, unwrapped, in logs too
-    data = parse_inter(fetch_inter_text(args.cache_dir))
-    train, valid, test = split_per_user(data, seed=args.seed)
+    @classmethod
+    def of(cls, values: Iterable[float]) -> Spread:
+        a = np.fromiter(values, dtype=np.float64)
+        return cls(float(a.mean()), float(a.std(ddof=1)) if a.size > 1 else None,
+                   float(a.min()), float(a.max()))
+
+    def mean_std(self, digits: int = 4) -> str:
+        return f"{self.mean:.{digits}f}" + ("" if self.std is None else f" ± {self.std:.{digits}f}")
+
+    def range(self, digits: int = 4) -> str:
+        return f"{self.low:.{digits}f}..{self.high:.{digits}f}"
+
+
+@dataclass(frozen=True)
+class ModelSummary:
+    model: str
+    splits: int
+    valid_ndcg: Spread
+    test_ndcg: Spread
+    test_recall: Spread
+    test_coverage: Spread
+    fit_seconds: Spread
+
+
+def summarize(results: Iterable[SplitResult]) -> list[ModelSummary]:
+    """Per model (in first-seen order), its figures over the splits."""
+    by_model: dict[str, list[SplitResult]] = {}
+    for result in results:
+        by_model.setdefault(result.model, []).append(result)
+    return [
+        ModelSummary(
+            model=model, splits=len(rs),
+            valid_ndcg=Spread.of(r.valid_ndcg for r in rs),
+            test_ndcg=Spread.of(r.test_ndcg for r in rs),
+            test_recall=Spread.of(r.test_recall for r in rs),
+            test_coverage=Spread.of(r.test_coverage for r in rs),
+            fit_seconds=Spread.of(r.fit_seconds for r in rs),
+        )
+        for model, rs in by_model.items()
+    ]
+
+
+def evaluate_split(
+    data: Interactions, seed: int, *, k: int, tune: bool, console: Console, verbose: bool
+) -> list[SplitResult]:
+    """Every model on the split of `seed`: chosen by valid NDCG@k, scored on test."""
+    from recs_pipeline.compute.movielens import evaluate_scorer, split_per_user
+
+    train, valid, test = split_per_user(data, seed=seed)
     seen_test = sp.csr_matrix(train + valid)
-    console.print(
-        f"ml-100k: {data.n_users} users, {data.n_items} items, {len(data)} interactions; "
-        f"split seed {args.seed}: train {train.nnz}, valid {valid.nnz}, test {test.nnz}"
-    )
-    rows: list[dict[str, Any]] = []
-    for model, grid in _grouped(candidates()).items():
-        grid = grid[:1] if args.no_tune else grid
+    console.print(f"split seed {seed}: train {train.nnz}, valid {valid.nnz}, test {test.nnz}")
+    results: list[SplitResult] = []
+    for model, grid in _grouped(candidates(tune)).items():
         best: tuple[float, Candidate, Scorer, float] | None = None
         for cand in grid:
             started = time.perf_counter()
             scorer = cand.fit(train)
             fit_seconds = time.perf_counter() - started
-            val = evaluate_scorer(scorer, train, valid, k=args.k).ndcg
-            if args.verbose:
-                console.print(f"  {model} {cand.params}: valid NDCG@{args.k} {val:.4f}, "
+            val = evaluate_scorer(scorer, train, valid, k=k).ndcg
+            if verbose:
+                console.print(f"  seed {seed} {model} {cand.params}: valid NDCG@{k} {val:.4f}, "
                               f"fit {fit_seconds:.2f}s")
             if best is None or val > best[0]:
                 best = (val, cand, scorer, fit_seconds)
         assert best is not None
         val, cand, scorer, fit_seconds = best
-        test_metrics = evaluate_scorer(scorer, seen_test, test, k=args.k)
-        rows.append({
-            "model": model, "params": cand.params, "grid_points": len(grid),
-            "valid_ndcg": val, "test_ndcg": test_metrics.ndcg,
-            "test_recall": test_metrics.recall, "test_hit_rate": test_metrics.hit_rate,
-            "test_coverage": test_metrics.coverage, "fit_seconds": fit_seconds,
-        })
+        test_metrics = evaluate_scorer(scorer, seen_test, test, k=k)
+        results.append(SplitResult(
+            model=model, seed=seed, params=cand.params, grid_points=len(grid), valid_ndcg=val,
+            test_ndcg=test_metrics.ndcg, test_recall=test_metrics.recall,
+            test_hit_rate=test_metrics.hit_rate, test_coverage=test_metrics.coverage,
+            fit_seconds=fit_seconds,
+        ))
+    return results
 
-    k = args.k
-    table = Table(title=f"MovieLens-100k, RecBole protocol (RS 80/10/10, full ranking), @{k}")
-    for col in ("model", "chosen on valid", f"valid NDCG@{k}", f"test NDCG@{k}",
+
+def cosine_vs_dot_note(results: list[SplitResult], k: int) -> str:
+    """One line: the blend's cosine next to the ranker's dot product, same fit, same splits."""
+    by_key = {(r.model, r.seed): r for r in results}
+    seeds = sorted({r.seed for r in results})
+    cosine = [by_key[COSINE, s] for s in seeds]
+    dot = [by_key[DOT, s] for s in seeds]
+    c_ndcg = float(np.mean([r.test_ndcg for r in cosine]))
+    d_ndcg = float(np.mean([r.test_ndcg for r in dot]))
+    lower = sum(c.test_ndcg < d.test_ndcg for c, d in zip(cosine, dot, strict=True))
+    c_cov = float(np.mean([r.test_coverage for r in cosine]))
+    d_cov = float(np.mean([r.test_coverage for r in dot]))
+    return (f"Cosine vs dot, same fit (production parameters): test NDCG@{k} {c_ndcg:.4f} vs "
+            f"{d_ndcg:.4f} ({c_ndcg - d_ndcg:+.4f}; cosine lower on {lower} of {len(seeds)} "
+            f"splits; coverage {c_cov:.3f} vs {d_cov:.3f}). Unit user rows keep each user's "
+            "order; unit item rows divide out each item's embedding length (its fold-in sums "
+            "over its raters), which the dot keeps. The hand blend ranks by the cosine alone; "
+            "the learned ranker gets both.")
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.in_domain:
+        return run_in_domain(args)
+    if args.worlds is not None or args.tune_ranker:
+        from recs_pipeline.devtools.bench.world_quality import run_worlds
+
+        return run_worlds(args)
+    from rich.console import Console
+    from rich.table import Table
+
+    # Imported before any timing so that "fit s" is the fit, not sklearn's or pandas' import.
+    import recs_pipeline.compute.scoring  # noqa: F401
+    from recs_pipeline.compute.movielens import parse_inter
+
+    started = time.perf_counter()
+    seeds: list[int] = [args.seed] if args.seed is not None else args.seeds
+    k, tune = args.k, not args.no_tune
+    console = Console(width=max(Console().width, 170))  # the tables, unwrapped, in logs too
+    data = parse_inter(fetch_inter_text(args.cache_dir))
+    console.print(f"ml-100k: {data.n_users} users, {data.n_items} items, {len(data)} "
+                  f"interactions; {'tuned on each split' if tune else 'no tuning'}")
+    results = [result for seed in seeds
+               for result in evaluate_split(data, seed, k=k, tune=tune, console=console,
+                                            verbose=args.verbose)]
+    summaries = summarize(results)
+
+    title = f"MovieLens-100k, RecBole protocol (RS 80/10/10, full ranking), @{k}"
+    per_split = Table(title=f"{title}: each split")
+    for col in ("model", "seed", "chosen on valid", f"valid NDCG@{k}", f"test NDCG@{k}",
                 f"test Recall@{k}", "coverage", "fit s"):
-        table.add_column(col, justify="left" if col in ("model", "chosen on valid") else "right")
-    for row in rows:
-        params = ", ".join(f"{key}={value}" for key, value in row["params"].items()) or (
-            "as in production" if row["model"].startswith("collaborative") else "defaults")
-        table.add_row(row["model"], params, f"{row['valid_ndcg']:.4f}", f"{row['test_ndcg']:.4f}",
-                      f"{row['test_recall']:.4f}", f"{row['test_coverage']:.3f}",
-                      f"{row['fit_seconds']:.2f}")
-    console.print(table)
-    console.print("References (same protocol, this machine kind): popularity 0.146, item-kNN 0.30, "
-                  "TruncatedSVD 0.32, implicit ALS 0.334, EASE 0.338; RecBole's BPR 0.277. "
-                  "Target for the project's model: test NDCG@10 >= 0.33 with a fit under 1 s.")
+        per_split.add_column(col, justify="left" if col in ("model", "chosen on valid")
+                             else "right", no_wrap=col == "model")
+    for r in results:
+        params = ", ".join(f"{key}={value}" for key, value in r.params.items()) or (
+            "as in production" if r.model.startswith("collaborative") else "defaults")
+        per_split.add_row(r.model, str(r.seed), params, f"{r.valid_ndcg:.4f}",
+                          f"{r.test_ndcg:.4f}", f"{r.test_recall:.4f}",
+                          f"{r.test_coverage:.3f}", f"{r.fit_seconds:.2f}")
+    console.print(per_split)
+
+    summary = Table(title=f"{title}: over split seeds {', '.join(map(str, seeds))} "
+                          "(mean ± std, min..max)")
+    for col in ("model", f"test NDCG@{k}", "min..max", f"test Recall@{k}", "min..max",
+                "coverage", "fit s", "fit s max"):
+        summary.add_column(col, justify="left" if col == "model" else "right",
+                           no_wrap=col == "model")
+    for s in summaries:
+        summary.add_row(s.model, s.test_ndcg.mean_std(), s.test_ndcg.range(),
+                        s.test_recall.mean_std(), s.test_recall.range(),
+                        f"{s.test_coverage.mean:.3f}", f"{s.fit_seconds.mean:.2f}",
+                        f"{s.fit_seconds.high:.2f}")
+    console.print(summary)
+    console.print(cosine_vs_dot_note(results, k))
+    fits = sum(r.grid_points for r in results)
+    console.print(f"{len(seeds)} splits, {fits} fits, wall {time.perf_counter() - started:.1f}s")
     if args.json_path:
-        Path(args.json_path).write_text(json.dumps({"seed": args.seed, "k": k, "rows": rows},
-                                                   indent=2))
+        Path(args.json_path).write_text(json.dumps({
+            "seeds": seeds, "k": k, "tuned": tune,
+            "splits": [asdict(r) for r in results],
+            "summary": [asdict(s) for s in summaries],
+        }, indent=2))
     return 0
