@@ -6,7 +6,7 @@ broken output (eligibility, shape, PII, coverage: the publish step's own blockin
 blocks one. The gate says, per kind, whether the night is healthy:
 
 1. fewer holdout users than `min_users` -> PASS, not judged (a verdict on a few users is noise;
-   the champion is then popularity, and the reason says so);
+   the champion is then the default hand blend, and the reason says so);
 2. the champion is not the learned ranker (it had too few training positives, was not
    significantly better than random, or another contender beat it) -> WARN, with the reason and
    what is published instead;

@@ -47,7 +47,7 @@ class QualityConfig(dg.Config):
                            description="Evaluate at most this many holdout users (random sample).")
     min_users: int = Field(default=30, ge=0,
                            description="A kind with fewer validation users is not judged: "
-                           "popularity is published, the gate passes and says so.")
+                           "the default hand blend is published, the gate passes and says so.")
     max_relative_drop: float = Field(default=0.2, ge=0.0, le=1.0,
                                      description="Gate: WARN when the published NDCG@K falls more "
                                      "than this fraction below the last published run's.")

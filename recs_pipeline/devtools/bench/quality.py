@@ -1,5 +1,8 @@
 """MovieLens-100k quality: the project's collaborative component vs reference recommenders.
 
+(`--worlds` runs the world zoo instead, `world_quality.py`; `--in-domain` the nightly evaluation
+on an app database.)
+
 Data: MovieLens-100k as shipped in the PyPI wheel `recbole==1.2.1`
 (`recbole/dataset_example/ml-100k/ml-100k.inter`). Its GroupLens licence allows use but not
 redistribution, so it is never committed: this command fetches the wheel with
