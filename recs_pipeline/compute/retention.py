@@ -106,6 +106,7 @@ class TableStats:
     seconds: float = 0.0
     longest_batch_seconds: float = 0.0
     skipped_reason: str | None = None
+    kept_referenced: int = 0  # expired rows kept because a foreign key still points at them
 
     def add_batch(self, rows: int, seconds: float) -> None:
         self.rows += rows
@@ -122,6 +123,7 @@ class PurgeStats:
     dry_run: bool = False
     tables: dict[str, TableStats] = field(default_factory=dict)
     seconds: float = 0.0
+    references: list[str] = field(default_factory=list)  # foreign keys into the purged tables
 
     def table(self, name: str) -> TableStats:
         if name not in self.tables:
@@ -147,15 +149,19 @@ class PurgeStats:
     def rows_by_table(self) -> dict[str, int]:
         return {name: t.rows for name, t in self.tables.items()}
 
+    def kept_by_table(self) -> dict[str, int]:
+        return {name: t.kept_referenced for name, t in self.tables.items()}
+
     def summary_markdown(self) -> str:
         verb = "would delete" if self.dry_run else "deleted"
         lines = [
-            f"| table | rows {verb} | batches | seconds | longest batch s | note |",
-            "|---|---:|---:|---:|---:|---|",
+            f"| table | rows {verb} | kept: still referenced | batches | seconds | "
+            "longest batch s | note |",
+            "|---|---:|---:|---:|---:|---:|---|",
         ]
         for t in self.tables.values():
             lines.append(
-                f"| {t.table} | {t.rows} | {t.batches} | {t.seconds:.3f} | "
-                f"{t.longest_batch_seconds:.3f} | {t.skipped_reason or ''} |"
+                f"| {t.table} | {t.rows} | {t.kept_referenced} | {t.batches} | "
+                f"{t.seconds:.3f} | {t.longest_batch_seconds:.3f} | {t.skipped_reason or ''} |"
             )
         return "\n".join(lines)

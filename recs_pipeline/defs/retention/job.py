@@ -12,6 +12,14 @@ What is deleted, with the run's one cutoff `C` (see `docs/retention.md`):
 Nothing else, and nothing at or after `C`. Every batch is its own short transaction, so the purge
 can stop anywhere and a new run simply deletes the rest (resumable, idempotent).
 
+Foreign keys into these tables (a Django app's `ForeignKey`, e.g. `user_achievements.event_id` ->
+`app_events.id`, `DEFERRABLE INITIALLY DEFERRED` with no ON DELETE) are found by reflection on
+both backends (on SQLite the declared keys, enforced or not): a row still referenced by any of
+them is kept, and counted (`TableStats.kept_referenced`). So the purge never violates a foreign
+key on PostgreSQL and never leaves one dangling on SQLite. If a constraint is violated anyway
+(a reference the reflection cannot see, e.g. from another schema), the run fails at once, without
+retries, naming the constraint.
+
 Batches, per backend:
 * PostgreSQL, timestamp-indexed tables: timestamp ranges through the index. A probe finds the
   timestamp `high` of the (n+1)-th candidate at or after `low`, then `DELETE ... WHERE ts >= :low
@@ -74,11 +82,32 @@ class RetentionPurgeError(Exception):
 
 
 @dataclass(frozen=True)
+class Reference:
+    """A foreign key from `table(columns)` into a purged table's `referred_columns`."""
+
+    table: str
+    columns: tuple[str, ...]
+    referred_table: str
+    referred_columns: tuple[str, ...]
+    name: str | None = None
+
+    def describe(self) -> str:
+        return (f"{self.table}({', '.join(self.columns)}) -> "
+                f"{self.referred_table}({', '.join(self.referred_columns)})")
+
+
+@dataclass(frozen=True)
 class _Schema:
-    """Which of the purge's tables exist, and how each timestamp column must be bound."""
+    """Which of the purge's tables exist, how each timestamp column must be bound, and which
+    foreign keys point into them."""
 
     tables: frozenset[str]
     timestamptz: frozenset[tuple[str, str]]  # (table, column) stored as timestamptz
+    references: tuple[Reference, ...] = ()
+    quote: Callable[[str], str] = str
+
+    def references_into(self, table: str) -> tuple[Reference, ...]:
+        return tuple(r for r in self.references if r.referred_table == table)
 
     @property
     def has_ledger(self) -> bool:
@@ -87,6 +116,23 @@ class _Schema:
     @property
     def has_dead_letters(self) -> bool:
         return DEAD_LETTERS in self.tables
+
+
+def find_references(engine: Engine, tables: frozenset[str]) -> tuple[Reference, ...]:
+    """Every foreign key of the database's (current-schema) tables that points into `tables`."""
+    inspector = sa.inspect(engine)
+    found: list[Reference] = []
+    for table in sorted(inspector.get_table_names()):
+        for fk in inspector.get_foreign_keys(table):
+            referred = fk.get("referred_table")
+            if referred not in tables or fk.get("referred_schema") not in (None, ""):
+                continue
+            columns = tuple(fk["constrained_columns"])
+            # SQLite reports an FK declared without a column list with no referred columns:
+            # it refers to the primary key, which is `id` for every purged table.
+            referred_columns = tuple(fk.get("referred_columns") or ()) or ("id",) * len(columns)
+            found.append(Reference(table, columns, referred, referred_columns, fk.get("name")))
+    return tuple(found)
 
 
 def _inspect(engine: Engine) -> _Schema:
@@ -110,7 +156,9 @@ def _inspect(engine: Engine) -> _Schema:
                 {"tables": sorted(present)},
             )
             tz = {(r[0], r[1]) for r in rows}
-    return _Schema(tables=present, timestamptz=frozenset(tz))
+    return _Schema(tables=present, timestamptz=frozenset(tz),
+                   references=find_references(engine, present),
+                   quote=engine.dialect.identifier_preparer.quote)
 
 
 def _bind_ts(bind: Connection | Engine, info: _Schema, table: str, column: str,
@@ -140,14 +188,29 @@ def _unresolved_dead_letter(info: _Schema, event_id_sql: str) -> str:
     )
 
 
-def _event_purgeable(info: _Schema, alias: str) -> str:
-    """`alias` (an app_events row) is processed, older than the cutoff, and not dead-lettered."""
+def _referenced(info: _Schema, table: str, row_sql: str) -> str:
+    """SQL true when the row `row_sql` (an alias or the table name) of `table` is still the
+    target of a foreign key; FALSE when nothing points into the table."""
+    q = info.quote
+    clauses = []
+    for i, ref in enumerate(info.references_into(table)):
+        alias = f"fk_ref_{i}"
+        match = " AND ".join(f"{alias}.{q(c)} = {row_sql}.{q(rc)}"
+                             for c, rc in zip(ref.columns, ref.referred_columns, strict=True))
+        clauses.append(f"EXISTS (SELECT 1 FROM {q(ref.table)} {alias} WHERE {match})")
+    return "(" + " OR ".join(clauses) + ")" if clauses else "FALSE"
+
+
+def _event_purgeable(info: _Schema, alias: str, *, unreferenced: bool = True) -> str:
+    """`alias` (an app_events row) is processed, older than the cutoff, and not dead-lettered;
+    with `unreferenced`, also no foreign key points at it."""
     lg = schema.achievement_event_ledger.c
-    return (
+    sql = (
         f"{alias}.created_at < :cutoff_events "
         f"AND EXISTS (SELECT 1 FROM {LEDGER} lg WHERE lg.{lg.event_id.name} = {alias}.id) "
         f"AND NOT {_unresolved_dead_letter(info, f'{alias}.id')}"
     )
+    return f"{sql} AND NOT {_referenced(info, APP_EVENTS, alias)}" if unreferenced else sql
 
 
 def _ledger_predicate(info: _Schema, *, dry_run: bool) -> str:
@@ -169,11 +232,13 @@ def _dead_letter_predicate() -> str:
 
 @dataclass(frozen=True)
 class _IndexedTarget:
-    """A table purged in timestamp order through its timestamp index."""
+    """A table purged in timestamp order through its timestamp index. `extra` selects the rows
+    the purge may delete; `kept` those it keeps because a foreign key points at them."""
 
     table: str
     ts: str
     extra: str = "TRUE"
+    kept: str = "FALSE"
 
 
 def _params(conn: Connection, info: _Schema, cutoff: datetime) -> dict[str, Any]:
@@ -308,18 +373,34 @@ def _count(engine: Engine, info: _Schema, table: str, where: str, cutoff: dateti
 
 
 def _targets(info: _Schema, *, dry_run: bool) -> list[_IndexedTarget]:
-    targets = [_IndexedTarget(ACTIVITIES, "created_at")]
+    def target(table: str, ts: str, selected: str = "TRUE") -> _IndexedTarget:
+        referenced = _referenced(info, table, table)
+        return _IndexedTarget(table, ts, f"{selected} AND NOT {referenced}",
+                              f"{selected} AND {referenced}")
+
+    targets = [target(ACTIVITIES, "created_at")]
     if info.has_ledger:
-        targets.append(_IndexedTarget(
-            LEDGER, schema.achievement_event_ledger.c.processed_at.name,
-            _ledger_predicate(info, dry_run=dry_run),
-        ))
+        targets.append(target(LEDGER, schema.achievement_event_ledger.c.processed_at.name,
+                              _ledger_predicate(info, dry_run=dry_run)))
     if info.has_dead_letters:
-        targets.append(_IndexedTarget(
-            DEAD_LETTERS, schema.achievement_dead_letters.c.dead_lettered_at.name,
-            _dead_letter_predicate(),
-        ))
+        targets.append(target(DEAD_LETTERS,
+                              schema.achievement_dead_letters.c.dead_lettered_at.name,
+                              _dead_letter_predicate()))
     return targets
+
+
+def _count_kept(engine: Engine, info: _Schema, table: str,
+                target: _IndexedTarget | None, cutoff: datetime) -> int:
+    """Rows the purge would delete but keeps because a foreign key points at them."""
+    if not info.references_into(table):
+        return 0
+    if table == APP_EVENTS:
+        where = (f"{_event_purgeable(info, APP_EVENTS, unreferenced=False)} "
+                 f"AND {_referenced(info, APP_EVENTS, APP_EVENTS)}")
+        return _count(engine, info, table, where, cutoff, None)
+    assert target is not None
+    return _count(engine, info, table, f"{target.ts} < :cutoff AND {target.kept}", cutoff,
+                  target.ts)
 
 
 def purge_expired_rows(
@@ -343,7 +424,8 @@ def purge_expired_rows(
     if batch_size < 1:
         raise ValueError(f"batch_size must be positive, got {batch_size}")
     info = _inspect(engine)
-    stats = PurgeStats(cutoff=cutoff, dry_run=dry_run)
+    stats = PurgeStats(cutoff=cutoff, dry_run=dry_run,
+                       references=[r.describe() for r in info.references])
     started = time.perf_counter()
     targets = {t.table: t for t in _targets(info, dry_run=dry_run)}
     for table in (ACTIVITIES, APP_EVENTS, LEDGER, DEAD_LETTERS):
@@ -364,12 +446,13 @@ def purge_expired_rows(
                 where = f"{target.ts} < :cutoff AND {target.extra}"
                 table_stats.rows = _count(engine, info, table, where, cutoff, target.ts)
             table_stats.seconds = time.perf_counter() - t0
-            continue
-        if table == APP_EVENTS:
+        elif table == APP_EVENTS:
             _purge_app_events(engine, info, cutoff, batch_size, table_stats, on_batch)
         else:
             _purge_indexed(engine, info, targets[table], cutoff, batch_size, table_stats,
                            on_batch)
+        table_stats.kept_referenced = _count_kept(engine, info, table, targets.get(table),
+                                                  cutoff)
     stats.seconds = time.perf_counter() - started
     return stats
 
@@ -461,6 +544,10 @@ def purge_metadata(stats: PurgeStats) -> dict[str, Any]:
     }
     for table, rows in stats.rows_by_table().items():
         metadata[f"rows_{prefix}.{table}"] = rows
+    for table, kept in stats.kept_by_table().items():
+        metadata[f"rows_kept_referenced.{table}"] = kept
+    metadata["foreign_keys_into_purged_tables"] = dg.MetadataValue.md(
+        "\n".join(f"- `{r}`" for r in stats.references) or "none")
     return metadata
 
 
@@ -490,6 +577,14 @@ def purge_expired_data(
         )
     except RetentionPurgeError as exc:
         raise dg.Failure(description=str(exc), allow_retries=False) from None
+    except sa.exc.IntegrityError as exc:
+        # A constraint the reflection could not see (e.g. a foreign key from another schema):
+        # the same batch would fail again, so this is permanent. Earlier batches stay committed.
+        raise dg.Failure(
+            description="retention purge violated a database constraint; nothing of the "
+            f"failing batch was deleted. Fix the reference or the purge rule: {exc.orig}",
+            allow_retries=False,
+        ) from None
     metadata = purge_metadata(stats)
     context.add_output_metadata(metadata)
     verb = "would delete" if plan.dry_run else "deleted"
