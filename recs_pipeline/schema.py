@@ -210,7 +210,9 @@ def recommendation_table(name: str, item_column: str, metadata: sa.MetaData) -> 
         sa.Column("score", sa.Float(), nullable=False),
         sa.Column("reason", sa.String(200), nullable=False),
         sa.Column("model_version", sa.String(64), nullable=False),
-        sa.Column("generated_at", sa.DateTime(), nullable=False),
+        # timestamptz on PostgreSQL (an aware UTC value for a USE_TZ Django app); SQLite keeps
+        # the contract's ISO text.
+        sa.Column("generated_at", sa.DateTime(timezone=True), nullable=False),
         sa.UniqueConstraint("user_id", item_column, name=f"uq_{name}_user_{item_column}"),
         sa.Index(f"ix_{name}_user_id", "user_id"),
     )

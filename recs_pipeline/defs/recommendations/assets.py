@@ -36,6 +36,7 @@ from recs_pipeline.defs.recommendations.checks import (
     TOURNAMENT_RECOMMENDATIONS_KEY,
     recommendation_check_specs,
 )
+from recs_pipeline.defs.recommendations.publishing import SwapLockTimeout, SwapOutcome
 from recs_pipeline.defs.recommendations.reading import (
     build_user_feature_set,
     read_team_candidates,
@@ -67,6 +68,13 @@ def markdown_table(frame: pd.DataFrame) -> str:
         cells = [str(v).replace("|", "\\|") for v in row]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
+
+
+def _swap_metadata(outcome: SwapOutcome | None) -> dict[str, Any]:
+    if outcome is None:
+        return {}
+    return {"swap_attempts": outcome.attempts,
+            "swap_blocked_by": dg.MetadataValue.json(outcome.blockers)}
 
 
 def _timings(timings: dict[str, float]) -> dict[str, Any]:
@@ -253,10 +261,15 @@ def publish_recommendations(
     champions = recommendation_quality.champions()
     recs = recommend_with(champions, user_features, tournament_candidates, team_candidates,
                           params, now, ranker=recommendation_quality.ranker)
-    outcome = stage_check_publish(
-        app_db.get_engine(), recs, user_features, tournament_candidates, team_candidates,
-        top_k=config.top_k, now=now, min_coverage=config.min_coverage,
-    )
+    try:
+        outcome = stage_check_publish(
+            app_db.get_engine(), recs, user_features, tournament_candidates, team_candidates,
+            top_k=config.top_k, now=now, min_coverage=config.min_coverage,
+        )
+    except SwapLockTimeout as exc:
+        # The swap already retried for its whole budget; rerunning the step would recompute
+        # everything and meet the same blocker.
+        raise dg.Failure(description=str(exc), allow_retries=False) from None
     for check in outcome.checks:
         yield check.to_result()
     if not outcome.published:
@@ -274,6 +287,7 @@ def publish_recommendations(
         "model_stats": dg.MetadataValue.json(recs.stats),
         "generated_at": now.isoformat(),
         **_timings(timings),
+        **_swap_metadata(outcome.swap),
     }
     for key, frame, item_column, kind in (
         (TOURNAMENT_RECOMMENDATIONS_KEY, recs.tournaments, "tournament_id", "tournaments"),

@@ -5,10 +5,17 @@
   row).
 * `staged_summary` computes, with SQL on the staged table, what the blocking checks need.
 * `swap` replaces the published tables by the staged ones in ONE transaction:
-  - PostgreSQL: `DROP` the published table, `RENAME` staging to it and rename its primary key,
-    unique constraint and index to the published names. DDL is transactional; readers wait for
-    the commit on the table lock and then read the new table, so they never see it empty,
-    partial or mixed, and a failure rolls everything back.
+  - PostgreSQL: take `ACCESS EXCLUSIVE` on the four tables at once under a short `lock_timeout`
+    (`SwapPolicy`), then `DROP` the published table, `RENAME` staging to it and rename its primary
+    key, unique constraint and index to the published names. DDL is transactional; readers wait
+    for the commit on the table lock and then read the new table, so they never see it empty,
+    partial or mixed, and a failure rolls everything back. A lock not granted within the timeout
+    (a session holding a read lock on a published table, e.g. a request idle in a transaction)
+    gives up at once, so app reads queued behind the swap wait at most that long, and the swap
+    tries again after a pause, until `SwapPolicy.budget_s`. Staging tables are created with
+    autovacuum disabled (and analysed after the load): autovacuum on a freshly loaded table
+    would otherwise hold the swap up to `deadlock_timeout` while every reader queues. The
+    published tables keep that setting: they are replaced every night, never vacuumed in place.
   - SQLite: `DELETE` + `INSERT ... SELECT` from staging in one transaction. Readers (WAL mode)
     keep reading the old snapshot until the commit. SQLite cannot rename indexes or
     constraints, so copying keeps the published table's exact DDL.
@@ -19,8 +26,9 @@
 from __future__ import annotations
 
 import io
-from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
+import time
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
@@ -50,6 +58,18 @@ KINDS: tuple[RecommendationKind, ...] = (TOURNAMENTS, TEAMS)
 
 def _staging_table(kind: RecommendationKind) -> sa.Table:
     return schema.recommendation_table(kind.staging_name, kind.item_column, sa.MetaData())
+
+
+def _bare_staging_table(kind: RecommendationKind) -> sa.Table:
+    """The contract's columns and types, NOT NULLs, no keys (built after the COPY). Typed from
+    `schema`, not copied from the published table, so a published table of an older layout
+    (`generated_at` as `timestamp`) is upgraded by the next swap."""
+    return sa.Table(
+        kind.staging_name, sa.MetaData(),
+        *(sa.Column(c.name, c.type, nullable=c.nullable, autoincrement=False)
+          for c in kind.table.columns),
+        postgresql_with={"autovacuum_enabled": "false", "toast.autovacuum_enabled": "false"},
+    )
 
 
 def _names(table_name: str, item_column: str) -> dict[str, str]:
@@ -153,10 +173,7 @@ def stage(engine: Engine, kind: RecommendationKind, frame: pd.DataFrame) -> int:
         conn.execute(sa.text(f"DROP TABLE IF EXISTS {_q(kind.staging_name)}"))
         if is_postgres(conn):
             # Bare table first (same columns, NOT NULLs), keys after the COPY.
-            conn.execute(sa.text(
-                f"CREATE TABLE {_q(kind.staging_name)} "
-                f"(LIKE {_q(kind.table.name)} INCLUDING DEFAULTS)"
-            ))
+            _bare_staging_table(kind).create(conn)
             count = _copy_with_defaults(conn, kind, frame)
             names = _names(kind.staging_name, kind.item_column)
             conn.execute(sa.text(
@@ -187,9 +204,12 @@ def _copy_with_defaults(conn: Connection, kind: RecommendationKind, frame: pd.Da
     conn.execute(sa.text(
         f"ALTER TABLE {table} ALTER COLUMN model_version SET DEFAULT "
         + _literal(str(versions[0]))))
+    stamp = pd.Timestamp(stamps[0])
+    if stamp.tzinfo is not None:
+        stamp = stamp.tz_convert("UTC").tz_localize(None)
     conn.execute(sa.text(
         f"ALTER TABLE {table} ALTER COLUMN generated_at SET DEFAULT "
-        + _literal(pd.Timestamp(stamps[0]).strftime("%Y-%m-%d %H:%M:%S.%f")) + "::timestamp"))
+        + _literal(stamp.strftime("%Y-%m-%d %H:%M:%S.%f") + "+00") + "::timestamptz"))
     count = copy_binary(conn, kind.staging_name, frame, kind.item_column)
     conn.execute(sa.text(f"ALTER TABLE {table} ALTER COLUMN model_version DROP DEFAULT, "
                          "ALTER COLUMN generated_at DROP DEFAULT"))
@@ -244,21 +264,115 @@ def fingerprints_match(staged: dict[str, float], computed: dict[str, float]) -> 
         1.0, abs(computed["score_sum"]))
 
 
-def swap(engine: Engine, kinds: tuple[RecommendationKind, ...] = KINDS) -> None:
-    """Publish every staged kind at once, in one transaction."""
+@dataclass(frozen=True)
+class SwapPolicy:
+    """How long the PostgreSQL swap may make app reads wait, and how long it keeps trying.
+
+    `lock_timeout_ms` bounds each attempt's wait for its locks, which is also the longest a
+    reader queued behind the swap waits for it; after a failed attempt the swap pauses
+    `first_pause_s` (doubling up to `max_pause_s`, never less than `first_pause_s`: a pause
+    shorter than the base would retry into the same blocker) and tries again, for at most
+    `budget_s` in all."""
+
+    lock_timeout_ms: int = 50
+    first_pause_s: float = 0.5
+    max_pause_s: float = 5.0
+    budget_s: float = 600.0
+
+    def __post_init__(self) -> None:
+        if self.lock_timeout_ms < 1 or self.first_pause_s <= 0 or self.budget_s <= 0:
+            raise ValueError(f"invalid swap policy {self}")
+
+
+DEFAULT_SWAP_POLICY = SwapPolicy()
+
+
+@dataclass
+class SwapOutcome:
+    attempts: int = 0
+    seconds: float = 0.0
+    blockers: list[str] = field(default_factory=list)  # sessions that held a lock we needed
+
+
+class SwapLockTimeout(RuntimeError):
+    """The swap could not take its locks within the policy's budget (published tables unchanged)."""
+
+
+# PostgreSQL SQLSTATE 55P03: lock_not_available (what a lock_timeout raises).
+_LOCK_NOT_AVAILABLE = "55P03"
+
+
+def _sqlstate(exc: BaseException) -> str | None:
+    orig = getattr(exc, "orig", None)
+    return getattr(orig, "sqlstate", None) or getattr(orig, "pgcode", None)
+
+
+def _lock_holders(engine: Engine, tables: list[str]) -> list[str]:
+    """Who holds a lock on `tables` (pid, state, transaction age; never the query text)."""
+    with engine.connect() as conn:
+        rows = conn.execute(sa.text(
+            "SELECT DISTINCT a.pid, a.state, a.application_name, "
+            "extract(epoch FROM now() - a.xact_start) AS xact_s "
+            "FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid "
+            "WHERE l.granted AND l.pid <> pg_backend_pid() AND l.relation IN "
+            "(SELECT c.oid FROM pg_class c WHERE c.relname = ANY(:tables) "
+            "AND c.relnamespace = current_schema()::regnamespace)"
+        ), {"tables": tables}).all()
+    return [f"pid {r.pid} ({r.state}, {r.application_name or 'no application_name'}, "
+            f"transaction open {float(r.xact_s or 0):.1f} s)" for r in rows]
+
+
+def swap(
+    engine: Engine,
+    kinds: tuple[RecommendationKind, ...] = KINDS,
+    policy: SwapPolicy = DEFAULT_SWAP_POLICY,
+    sleep: Callable[[float], None] = time.sleep,
+) -> SwapOutcome:
+    """Publish every staged kind at once, in one transaction (see the module docstring)."""
     ensure_pipeline_tables(engine)
-    with engine.begin() as conn:
-        for kind in kinds:
-            if is_postgres(conn):
-                _swap_postgres(conn, kind)
-            else:
-                columns = ", ".join(_q(c.name) for c in kind.table.columns)
-                conn.execute(sa.text(f"DELETE FROM {_q(kind.table.name)}"))
-                conn.execute(sa.text(
-                    f"INSERT INTO {_q(kind.table.name)} ({columns}) "
-                    f"SELECT {columns} FROM {_q(kind.staging_name)}"
-                ))
-                conn.execute(sa.text(f"DROP TABLE {_q(kind.staging_name)}"))
+    outcome = SwapOutcome()
+    started = time.monotonic()
+    pause = policy.first_pause_s
+    while True:
+        outcome.attempts += 1
+        try:
+            with engine.begin() as conn:
+                if is_postgres(conn):
+                    conn.execute(sa.text(f"SET LOCAL lock_timeout = '{policy.lock_timeout_ms}ms'"))
+                    tables = [n for k in kinds for n in (k.table.name, k.staging_name)]
+                    conn.execute(sa.text(
+                        f"LOCK TABLE {', '.join(_q(t) for t in tables)} IN ACCESS EXCLUSIVE MODE"))
+                    for kind in kinds:
+                        _swap_postgres(conn, kind)
+                else:
+                    for kind in kinds:
+                        _swap_sqlite(conn, kind)
+            outcome.seconds = time.monotonic() - started
+            return outcome
+        except sa.exc.OperationalError as exc:
+            if _sqlstate(exc) != _LOCK_NOT_AVAILABLE:
+                raise
+            holders = _lock_holders(engine, [k.table.name for k in kinds])
+            outcome.blockers = sorted(set(outcome.blockers) | set(holders))
+            elapsed = time.monotonic() - started
+            if elapsed + pause > policy.budget_s:
+                raise SwapLockTimeout(
+                    f"the swap could not lock the published tables within {policy.budget_s:g} s "
+                    f"({outcome.attempts} attempts of {policy.lock_timeout_ms} ms); published "
+                    "tables unchanged. Sessions holding locks on them: "
+                    + ("; ".join(holders) or "none left (try again)")) from None
+            sleep(pause)
+            pause = min(max(pause * 2, policy.first_pause_s), policy.max_pause_s)
+
+
+def _swap_sqlite(conn: Connection, kind: RecommendationKind) -> None:
+    columns = ", ".join(_q(c.name) for c in kind.table.columns)
+    conn.execute(sa.text(f"DELETE FROM {_q(kind.table.name)}"))
+    conn.execute(sa.text(
+        f"INSERT INTO {_q(kind.table.name)} ({columns}) "
+        f"SELECT {columns} FROM {_q(kind.staging_name)}"
+    ))
+    conn.execute(sa.text(f"DROP TABLE {_q(kind.staging_name)}"))
 
 
 def _swap_postgres(conn: Connection, kind: RecommendationKind) -> None:

@@ -27,10 +27,13 @@ from recs_pipeline.defs.recommendations.checks import (
     summarize_recommendations,
 )
 from recs_pipeline.defs.recommendations.publishing import (
+    DEFAULT_SWAP_POLICY,
     KINDS,
     TEAMS,
     TOURNAMENTS,
     RecommendationKind,
+    SwapOutcome,
+    SwapPolicy,
     drop_staging,
     fingerprints_match,
     frame_fingerprint,
@@ -53,6 +56,7 @@ class PublishOutcome:
     published: bool
     staged_rows: dict[str, int]
     timings: dict[str, float] = field(default_factory=dict)
+    swap: SwapOutcome | None = None  # None: not swapped
 
     @property
     def failures(self) -> list[CheckOutcome]:
@@ -130,6 +134,7 @@ def stage_check_publish(
     top_k: int,
     now: datetime,
     min_coverage: float = MIN_COVERAGE,
+    swap_policy: SwapPolicy = DEFAULT_SWAP_POLICY,
 ) -> PublishOutcome:
     """Stage both kinds, check, swap only if every check passed.
 
@@ -141,6 +146,7 @@ def stage_check_publish(
     timings: dict[str, float] = {}
     frames = _frames(recs)
     swapped = False
+    swap_outcome: SwapOutcome | None = None
     try:
         t0 = time.perf_counter()
         staged = {kind.name: stage(engine, kind, frames[kind]) for kind in KINDS}
@@ -159,13 +165,13 @@ def stage_check_publish(
         published = all(c.passed for c in outcomes)
         if published:
             t0 = time.perf_counter()
-            swap(engine, KINDS)
+            swap_outcome = swap(engine, KINDS, swap_policy)
             swapped = True
             timings["swap"] = time.perf_counter() - t0
     finally:
         if not swapped:  # failed checks or an error: no `<table>__staging` is left behind
             drop_staging(engine, KINDS)
-    return PublishOutcome(outcomes, published, staged, timings)
+    return PublishOutcome(outcomes, published, staged, timings, swap_outcome)
 
 
 @dataclass

@@ -13,4 +13,5 @@ BENCH_TOPICS: dict[str, str] = {
     "quality": "recs_pipeline.devtools.bench.quality",
     "achievements": "recs_pipeline.devtools.bench.achievements",
     "recommendations": "recs_pipeline.devtools.bench.recommendations",
+    "swap": "recs_pipeline.devtools.bench.swap",
 }
