@@ -29,6 +29,8 @@ from recs_pipeline.compute.timestamps import to_utc_naive
 DEFAULT_SQLITE_PATH = Path(".local") / "demo" / "app.db"
 
 SUPPORTED_DIALECTS = ("sqlite", "postgresql")
+# PostgreSQL's FATAL messages for a missing database or role and refused credentials.
+_PERMANENT_CONNECT_MESSAGES = ("does not exist", "authentication failed", "no pg_hba.conf entry")
 
 
 class DatabaseConfigError(Exception):
@@ -36,6 +38,11 @@ class DatabaseConfigError(Exception):
 
     Its message is one line a person can act on; the CLI prints it and exits 2.
     """
+
+
+class DatabaseUnavailableError(DatabaseConfigError):
+    """The URL is fine but the first connection failed (server down, restarting, unreachable):
+    transient for the jobs (`recs_pipeline.retries`); still a one-line error in the CLI."""
 
 
 def default_database_url() -> str:
@@ -93,9 +100,12 @@ def make_engine(url: str, *, check_connection: bool = True, **engine_kwargs: obj
         except sa.exc.SQLAlchemyError as exc:
             engine.dispose()
             reason = str(getattr(exc, "orig", exc)).strip().splitlines()[0]
-            raise DatabaseConfigError(
-                f"cannot connect to {redact_url(url)}: {reason}"
-            ) from None
+            # Wrong credentials or a missing database will not heal by waiting. (The drivers
+            # give no SQLSTATE for errors during connection set-up: the server's message says.)
+            message = str(getattr(exc, "orig", exc))
+            permanent = any(p in message for p in _PERMANENT_CONNECT_MESSAGES)
+            error = DatabaseConfigError if permanent else DatabaseUnavailableError
+            raise error(f"cannot connect to {redact_url(url)}: {reason}") from None
     return engine
 
 

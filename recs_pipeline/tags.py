@@ -12,24 +12,50 @@ from __future__ import annotations
 RUN_KEY_TAG = "dagster/run_key"
 SENSOR_NAME_TAG = "dagster/sensor_name"
 
+# Enforced by the daemon's run monitoring (deploy/production/dagster.yaml): a run older than this
+# is failed, which frees its queue slot after a host crash (the default launcher cannot tell a
+# dead run process from a slow one). Sized at several times the measured run times
+# (docs/operations.md).
+MAX_RUNTIME_TAG = "dagster/max_runtime"
+MAX_RUNTIME_SECONDS: dict[str, int] = {
+    "nightly_recommendations": 3600,  # 1M users ~15 min with the nightly evaluation
+    "user_recommendations": 300,  # one user: 1-2 s plus launch
+    "retention_purge": 3600,  # 10M expired rows in minutes
+    "achievements": 300,  # 5,000 events: ~1 s plus ~4 s launch
+    "dagster_housekeeping": 900,
+    "recommendation_bucket": 1800,
+}
+
 JOB_KIND_TAG = "recs/job_kind"
 HEAVY_SCAN_TAG = "recs/app_db_heavy"
+
+
+
+def _max_runtime(kind: str) -> dict[str, str]:
+    return {MAX_RUNTIME_TAG: str(MAX_RUNTIME_SECONDS[kind])}
+
 
 NIGHTLY_RECOMMENDATIONS_TAGS: dict[str, str] = {
     JOB_KIND_TAG: "nightly_recommendations",
     HEAVY_SCAN_TAG: "true",
+    **_max_runtime("nightly_recommendations"),
 }
-USER_REFRESH_TAGS: dict[str, str] = {JOB_KIND_TAG: "user_recommendations"}
+USER_REFRESH_TAGS: dict[str, str] = {JOB_KIND_TAG: "user_recommendations",
+                                     **_max_runtime("user_recommendations")}
 RETENTION_PURGE_TAGS: dict[str, str] = {
     JOB_KIND_TAG: "retention_purge",
     HEAVY_SCAN_TAG: "true",
+    **_max_runtime("retention_purge"),
 }
-ACHIEVEMENTS_TAGS: dict[str, str] = {JOB_KIND_TAG: "achievements"}
+ACHIEVEMENTS_TAGS: dict[str, str] = {JOB_KIND_TAG: "achievements",
+                                     **_max_runtime("achievements")}
 # Deletes old runs from the Dagster instance database only; never touches the app database.
-HOUSEKEEPING_TAGS: dict[str, str] = {JOB_KIND_TAG: "dagster_housekeeping"}
+HOUSEKEEPING_TAGS: dict[str, str] = {JOB_KIND_TAG: "dagster_housekeeping",
+                                     **_max_runtime("dagster_housekeeping")}
 # Bucket runs of `nightly_recommendations_bucketed_job` run in parallel (that is their point);
 # the instance caps how many at once (deploy/production/dagster.yaml). `REFRESH_AS_OF_TAG` ties
 # the buckets of one refresh together.
 BUCKET_TAG = "recs/recommendation_bucket"
-RECOMMENDATION_BUCKET_TAGS: dict[str, str] = {BUCKET_TAG: "true"}
+RECOMMENDATION_BUCKET_TAGS: dict[str, str] = {BUCKET_TAG: "true",
+                                              **_max_runtime("recommendation_bucket")}
 REFRESH_AS_OF_TAG = "recs/refresh_as_of"

@@ -37,7 +37,7 @@ from recs_pipeline.compute.achievements import batch_key, compress_ranges, split
 from recs_pipeline.defs.achievements import store
 from recs_pipeline.defs.achievements.job import ACHIEVEMENTS_JOB_NAME, achievements_job
 from recs_pipeline.resources import AppDatabase
-from recs_pipeline.tags import ACHIEVEMENTS_TAGS, RUN_KEY_TAG
+from recs_pipeline.tags import ACHIEVEMENTS_TAGS, MAX_RUNTIME_SECONDS, MAX_RUNTIME_TAG, RUN_KEY_TAG
 
 SENSOR_NAME = "achievement_events_sensor"
 BATCH_TAG = "recs/achievements_batch"
@@ -45,7 +45,6 @@ FIRST_TAG = "recs/achievements_first_event_id"
 LAST_TAG = "recs/achievements_last_event_id"
 COUNT_TAG = "recs/achievements_event_count"
 ENV_PREFIX = "RECS_ACHIEVEMENTS_"
-MAX_RUNTIME_TAG = "dagster/max_runtime"  # enforced by the daemon's run monitoring
 _MAX_OBSERVATIONS = 240
 # Runs that still hold their batch: queued, starting, running or being canceled.
 NOT_FINISHED_STATUSES = [
@@ -74,7 +73,7 @@ class AchievementSensorSettings:
     # A batch takes seconds; a run still STARTED after this was orphaned (its worker died with a
     # host or daemon restart, which the default run launcher cannot detect). Run monitoring then
     # fails it (`dagster/max_runtime`) and the next tick re-requests the batch.
-    max_run_seconds: int = 900
+    max_run_seconds: int = MAX_RUNTIME_SECONDS["achievements"]
 
     def __post_init__(self) -> None:
         for f in fields(self):

@@ -21,13 +21,13 @@ from recs_pipeline.defs.recommendations.checks import (
 )
 from recs_pipeline.defs.recommendations.run import refresh_user
 from recs_pipeline.resources import AppDatabase, RunClock
+from recs_pipeline.retries import transient_retry_policy
 from recs_pipeline.tags import NIGHTLY_RECOMMENDATIONS_TAGS, USER_REFRESH_TAGS
 
-# Transient database trouble (restart, failover, dropped connection) gets three more tries with
-# backoff; a failed blocking check raises `Failure(allow_retries=False)` and is never retried.
-RECOMMENDATIONS_RETRY_POLICY = dg.RetryPolicy(
-    max_retries=3, delay=30, backoff=dg.Backoff.EXPONENTIAL, jitter=dg.Jitter.PLUS_MINUS
-)
+# Transient database trouble (restart, failover, dropped connection) gets three more tries,
+# 30 + 90 + 210 s after the failure; a failed blocking check raises `Failure(allow_retries=False)`
+# and is never retried.
+RECOMMENDATIONS_RETRY_POLICY = transient_retry_policy(max_retries=3, delay=30.0)
 
 nightly_recommendations_job = dg.define_asset_job(
     name="nightly_recommendations_job",

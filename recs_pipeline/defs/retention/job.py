@@ -61,6 +61,7 @@ from recs_pipeline.compute.timestamps import to_utc_naive, utc_now
 from recs_pipeline.db import is_postgres
 from recs_pipeline.defs.app_tables import app_table_key
 from recs_pipeline.resources import AppDatabase
+from recs_pipeline.retries import transient_errors_retry, transient_retry_policy
 from recs_pipeline.tags import RETENTION_PURGE_TAGS
 
 # A batch waits at most this long for a row lock held by the app before failing (and retrying
@@ -554,9 +555,7 @@ def purge_metadata(stats: PurgeStats) -> dict[str, Any]:
 @dg.op(
     description="Delete expired activities, processed app_events and the pipeline's old "
     "bookkeeping rows in short batches (or count them in a dry run).",
-    retry_policy=dg.RetryPolicy(
-        max_retries=3, delay=10, backoff=dg.Backoff.EXPONENTIAL, jitter=dg.Jitter.PLUS_MINUS
-    ),
+    retry_policy=transient_retry_policy(max_retries=3, delay=10.0),  # 10 + 30 + 70 s
 )
 def purge_expired_data(
     context: dg.OpExecutionContext, app_db: AppDatabase, plan: PurgePlan
@@ -565,26 +564,27 @@ def purge_expired_data(
     the same cutoff. Returns rows deleted (or that would be deleted) per table."""
     # Defence in depth: a plan whose window is out of range never reaches a DELETE.
     validate_retention_days(plan.retention_days)
-    engine = app_db.get_engine()
 
     def log_progress(table: str, rows: int) -> None:
         context.log.debug(f"{table}: batch of {rows} rows committed")
 
-    try:
-        stats = purge_expired_rows(
-            engine, plan.cutoff, batch_size=plan.batch_size, dry_run=plan.dry_run,
-            on_batch=log_progress,
-        )
-    except RetentionPurgeError as exc:
-        raise dg.Failure(description=str(exc), allow_retries=False) from None
-    except sa.exc.IntegrityError as exc:
-        # A constraint the reflection could not see (e.g. a foreign key from another schema):
-        # the same batch would fail again, so this is permanent. Earlier batches stay committed.
-        raise dg.Failure(
-            description="retention purge violated a database constraint; nothing of the "
-            f"failing batch was deleted. Fix the reference or the purge rule: {exc.orig}",
-            allow_retries=False,
-        ) from None
+    with transient_errors_retry():  # the database down or restarting: retried with backoff
+        try:
+            stats = purge_expired_rows(
+                app_db.get_engine(), plan.cutoff, batch_size=plan.batch_size,
+                dry_run=plan.dry_run, on_batch=log_progress,
+            )
+        except RetentionPurgeError as exc:
+            raise dg.Failure(description=str(exc), allow_retries=False) from None
+        except sa.exc.IntegrityError as exc:
+            # A constraint the reflection could not see (e.g. a foreign key from another
+            # schema): the same batch would fail again, so this is permanent. Earlier batches
+            # stay committed.
+            raise dg.Failure(
+                description="retention purge violated a database constraint; nothing of the "
+                f"failing batch was deleted. Fix the reference or the purge rule: {exc.orig}",
+                allow_retries=False,
+            ) from None
     metadata = purge_metadata(stats)
     context.add_output_metadata(metadata)
     verb = "would delete" if plan.dry_run else "deleted"

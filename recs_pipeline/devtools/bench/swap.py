@@ -133,6 +133,13 @@ def run(args: argparse.Namespace) -> int:
             for round_ in range(1, args.rounds + 1):
                 stage_both(f"v{round_}")
                 time.sleep(args.settle_seconds)
+                with engine.connect() as conn:
+                    vacuumed = conn.execute(sa.text(
+                        "SELECT coalesce(sum(autovacuum_count + autoanalyze_count), 0) FROM "
+                        "pg_stat_all_tables WHERE relname LIKE '%\\_\\_staging'")).scalar_one()
+                    vacuuming = conn.execute(sa.text(
+                        "SELECT count(*) FROM pg_stat_progress_vacuum p JOIN pg_class c ON "
+                        "c.oid = p.relid WHERE c.relname LIKE '%\\_\\_staging'")).scalar_one()
                 blocker = None
                 if args.blocker_seconds > 0:
                     blocker = engine.connect()
@@ -148,7 +155,9 @@ def run(args: argparse.Namespace) -> int:
                     time.sleep(max(0.0, args.blocker_seconds - seconds))
                     blocker.close()
                 swaps.append({"seconds": seconds, "attempts": outcome.attempts})
-                print(f"  round {round_}: swap {seconds:.2f} s in {outcome.attempts} attempts")
+                print(f"  round {round_}: swap {seconds:.2f} s in {outcome.attempts} attempts; "
+                      f"autovacuum/analyze runs on the staging tables before it: {vacuumed}, "
+                      f"vacuuming one at the swap: {vacuuming}")
         finally:
             stop.set()
             for t in threads:

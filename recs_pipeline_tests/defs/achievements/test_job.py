@@ -13,8 +13,9 @@ from recs_pipeline import schema
 from recs_pipeline.cli import main as cli_main
 from recs_pipeline.compute.achievements import evaluate_awards
 from recs_pipeline.defs.achievements import store
-from recs_pipeline.defs.achievements.job import achievements_job, is_transient_db_error
+from recs_pipeline.defs.achievements.job import achievements_job
 from recs_pipeline.resources import AppDatabase
+from recs_pipeline.retries import is_transient_db_error
 from recs_pipeline_tests import achievements_data as data
 
 ALL_EVENTS = {"ops": {"load_events": {"config": {"event_id_ranges": [[1, 14]],
