@@ -2,7 +2,8 @@
 
 * `make_engine` turns the one app URL into an engine, with clear errors for bad URLs and
   unreachable servers, and pins PostgreSQL sessions to UTC so `timestamp` and `timestamptz`
-  columns read and compare the same way.
+  columns read and compare the same way. A SQLite file is switched to WAL once, unless told not
+  to (`ensure_sqlite_wal`; docs/operations.md, "Next to the Django app").
 * `bulk_insert` writes a DataFrame fast: PostgreSQL `COPY` (psycopg2 or psycopg 3), SQLite
   `executemany` on the raw cursor.
 * `to_utc_naive` normalises any timestamp column (SQLite ISO text, naive UTC, timestamptz) to
@@ -13,8 +14,10 @@ from __future__ import annotations
 
 import csv
 import io
+import logging
 import queue
 import threading
+import time
 from collections.abc import Iterable, Iterator
 from datetime import datetime
 from pathlib import Path
@@ -27,6 +30,9 @@ from sqlalchemy.engine import Connection, Engine
 from recs_pipeline.compute.timestamps import to_utc_naive
 
 DEFAULT_SQLITE_PATH = Path(".local") / "demo" / "app.db"
+SQLITE_BUSY_TIMEOUT_S = 30.0
+
+log = logging.getLogger(__name__)
 
 SUPPORTED_DIALECTS = ("sqlite", "postgresql")
 # PostgreSQL's FATAL messages for a missing database or role and refused credentials.
@@ -58,10 +64,14 @@ def redact_url(url: str) -> str:
         return "<unparsable database URL>"
 
 
-def make_engine(url: str, *, check_connection: bool = True, **engine_kwargs: object) -> Engine:
+def make_engine(
+    url: str, *, check_connection: bool = True, sqlite_wal: bool = True, **engine_kwargs: object
+) -> Engine:
     """Create an engine for the app database, failing with a one-line `DatabaseConfigError`.
 
     Both `postgresql://` (psycopg 3 under SQLAlchemy 2.1) and `postgresql+psycopg2://` work.
+    On SQLite, `sqlite_wal` switches the file to WAL (persistent; see `ensure_sqlite_wal`); with
+    `sqlite_wal=False` the file's journal mode is left as it is.
     """
     try:
         parsed = sa.make_url(url)
@@ -77,7 +87,7 @@ def make_engine(url: str, *, check_connection: bool = True, **engine_kwargs: obj
         database = parsed.database or ""
         if database and database != ":memory:" and not database.startswith("file:"):
             Path(database).parent.mkdir(parents=True, exist_ok=True)
-        kwargs.setdefault("connect_args", {"timeout": 30})
+        kwargs.setdefault("connect_args", {"timeout": SQLITE_BUSY_TIMEOUT_S})
     else:
         # Every PostgreSQL session works in UTC: naive timestamps we bind are UTC, and
         # `timestamptz` values come back in UTC.
@@ -106,6 +116,8 @@ def make_engine(url: str, *, check_connection: bool = True, **engine_kwargs: obj
             permanent = any(p in message for p in _PERMANENT_CONNECT_MESSAGES)
             error = DatabaseConfigError if permanent else DatabaseUnavailableError
             raise error(f"cannot connect to {redact_url(url)}: {reason}") from None
+        if parsed.get_backend_name() == "sqlite" and sqlite_wal:
+            ensure_sqlite_wal(engine)
     return engine
 
 
@@ -113,11 +125,42 @@ def _configure_sqlite(engine: Engine) -> None:
     @sa.event.listens_for(engine, "connect")
     def _on_connect(dbapi_connection, _record) -> None:  # type: ignore[no-untyped-def]
         cursor = dbapi_connection.cursor()
-        # WAL lets the app read while the pipeline writes; NORMAL sync is safe with WAL.
-        cursor.execute("PRAGMA journal_mode=WAL")
-        cursor.execute("PRAGMA synchronous=NORMAL")
-        cursor.execute("PRAGMA busy_timeout=30000")
+        # NORMAL sync is safe in WAL mode (and the SQLite default otherwise is FULL for a reason:
+        # leave a rollback-journal file alone).
+        cursor.execute("PRAGMA journal_mode")
+        if cursor.fetchone()[0] == "wal":
+            cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.execute(f"PRAGMA busy_timeout={int(SQLITE_BUSY_TIMEOUT_S * 1000)}")
         cursor.close()
+
+
+def ensure_sqlite_wal(engine: Engine, timeout_s: float = SQLITE_BUSY_TIMEOUT_S) -> str:
+    """Put the SQLite file in WAL mode (readers and one writer at once) and return its mode.
+
+    WAL is a property of the file: it stays after the pipeline disconnects, and the app's own
+    connections use it too. `PRAGMA journal_mode=DELETE`, run while no pipeline run is connected,
+    reverts it. In rollback-journal mode SQLite refuses the switch at once, without waiting in the
+    busy handler, when it would deadlock with an app write in progress, so the switch is retried
+    for up to `timeout_s`. Files that cannot use WAL (`:memory:`) keep their mode.
+    """
+    deadline = time.monotonic() + timeout_s
+    while True:
+        with engine.connect() as conn:
+            mode = conn.exec_driver_sql("PRAGMA journal_mode").scalar_one()
+            if mode in ("wal", "memory"):
+                return str(mode)
+            try:
+                mode = conn.exec_driver_sql("PRAGMA journal_mode=WAL").scalar_one()
+            except sa.exc.OperationalError as exc:
+                if "locked" not in str(exc) or time.monotonic() > deadline:
+                    raise DatabaseUnavailableError(
+                        f"cannot switch {engine.url.database} to WAL mode: {exc.orig}") from None
+            else:
+                if mode == "wal":
+                    log.info("switched SQLite database %s from rollback journal to WAL mode",
+                             engine.url.database)
+                return str(mode)
+        time.sleep(0.05)
 
 
 def is_postgres(bind: Connection | Engine) -> bool:

@@ -35,6 +35,14 @@ class AppDatabase(dg.ConfigurableResource):
         ),
     )
 
+    sqlite_wal: bool = Field(
+        default=True,
+        description=(
+            "SQLite only: switch the database file to WAL mode (persistent) so the app reads and "
+            "writes while the pipeline runs. False leaves the file's journal mode as it is."
+        ),
+    )
+
     _engine: Engine | None = PrivateAttr(default=None)
 
     def resolved_url(self) -> str:
@@ -52,7 +60,7 @@ class AppDatabase(dg.ConfigurableResource):
     def get_engine(self) -> Engine:
         """The engine, created once per resource instance (and so once per run process)."""
         if self._engine is None:
-            self._engine = make_engine(self.resolved_url())
+            self._engine = make_engine(self.resolved_url(), sqlite_wal=self.sqlite_wal)
         return self._engine
 
     @property

@@ -91,10 +91,13 @@ def test_purge_stats_accounting() -> None:
     stats.table("activities").add_batch(100, 0.5)
     stats.table("activities").add_batch(40, 0.25)
     stats.table("app_events").add_batch(3, 0.75)
+    stats.table("app_events").kept_referenced = 5
     stats.seconds = 2.0
     assert stats.total_rows == 143
     assert stats.total_batches == 3
     assert stats.longest_batch_seconds == 0.75
     assert stats.rows_per_second == 71.5
     assert stats.rows_by_table() == {"activities": 140, "app_events": 3}
-    assert "| activities | 140 | 2 |" in stats.summary_markdown()
+    assert stats.kept_by_table() == {"activities": 0, "app_events": 5}
+    assert "| activities | 140 | 0 | 2 |" in stats.summary_markdown()
+    assert "| app_events | 3 | 5 | 1 |" in stats.summary_markdown()

@@ -142,12 +142,12 @@ def deployment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]
         finally:
             engine.dispose()
         home = make_production_home(tmp / "dagster_home")
-        # Test cadence for run monitoring (production: 300 s start timeout, 60 s poll), so runs
+        # Test cadence for run monitoring (production: 300 s start timeout, 30 s poll), so runs
         # orphaned by the daemon restart are failed and re-requested within the test's budget.
         instance_yaml = home / "dagster.yaml"
         text = instance_yaml.read_text()
         for prod, fast in (("start_timeout_seconds: 300", "start_timeout_seconds: 20"),
-                           ("poll_interval_seconds: 60", "poll_interval_seconds: 3")):
+                           ("poll_interval_seconds: 30", "poll_interval_seconds: 3")):
             assert prod in text, prod
             text = text.replace(prod, fast)
         instance_yaml.write_text(text)

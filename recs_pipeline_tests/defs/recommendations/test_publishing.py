@@ -243,3 +243,32 @@ def test_swap_policy_rejects_nonsense() -> None:
     with pytest.raises(ValueError):
         SwapPolicy(first_pause_s=0)
     assert schema.tournament_recommendations.c.generated_at.type.timezone is True
+
+
+def test_what_a_repeatable_read_reader_sees_across_a_swap(pg_engine: Engine) -> None:
+    """Documented in docs/operations.md: READ COMMITTED (Django's default) sees the old or the
+    new table in full; a REPEATABLE READ snapshot taken before the staging load sees the new
+    table empty (the swap's DROP/RENAME is not MVCC-safe), and the new rows in its next
+    transaction."""
+    # A reader left holding a lock would make the swap fail in 2 s here, not wait 10 minutes.
+    quick_fail = SwapPolicy(lock_timeout_ms=50, first_pause_s=0.1, budget_s=2)
+    _publish(pg_engine, "v1")
+    with pg_engine.connect() as reader:
+        reader.execute(sa.text("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ"))
+        reader.execute(sa.text("SELECT 1 FROM games LIMIT 1"))  # the snapshot starts here
+        _publish(pg_engine, "v2", policy=quick_fail)
+        assert reader.execute(sa.text(
+            "SELECT count(*) FROM tournament_recommendations")).scalar_one() == 0
+        reader.rollback()
+        assert reader.execute(sa.text(
+            "SELECT count(*), min(model_version) FROM tournament_recommendations")).one() == (
+            50, "v2")
+    # Django's default: autocommit, READ COMMITTED. Each statement sees one whole table, and a
+    # finished statement holds no lock that the swap would wait for.
+    with pg_engine.connect().execution_options(isolation_level="AUTOCOMMIT") as reader:
+        assert reader.execute(sa.text(
+            "SELECT count(*) FROM tournament_recommendations")).scalar_one() == 50
+        _publish(pg_engine, "v3", policy=quick_fail)
+        assert reader.execute(sa.text(
+            "SELECT count(*), min(model_version) FROM tournament_recommendations")).one() == (
+            50, "v3")
