@@ -31,6 +31,7 @@ Batches, per backend:
 """
 
 import time
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -530,13 +531,54 @@ def plan_retention_purge(
     return plan
 
 
-def purge_metadata(stats: PurgeStats) -> dict[str, Any]:
-    """The run's figures as Dagster metadata (counts and timings only; no row contents)."""
+# App tables that get an observation of what a failed attempt had already deleted, so the retry
+# can count it. (The pipeline's bookkeeping tables are no assets; their batches are small.)
+OBSERVED_TABLES = (ACTIVITIES, APP_EVENTS)
+FAILED_ATTEMPT_KEY = "rows_deleted_by_failed_attempt"
+
+
+def record_failed_attempt(context: dg.OpExecutionContext, committed: Counter[str]) -> None:
+    """Log, per app table, the rows this attempt's committed batches deleted before it failed."""
+    for table in OBSERVED_TABLES:
+        if committed[table]:
+            context.log_event(dg.AssetObservation(
+                asset_key=app_table_key(table),
+                description=f"retention purge attempt {context.retry_number + 1} failed after "
+                "deleting these rows (committed batches stay deleted)",
+                metadata={FAILED_ATTEMPT_KEY: committed[table],
+                          "attempt": context.retry_number + 1},
+            ))
+
+
+def rows_deleted_by_earlier_attempts(context: dg.OpExecutionContext) -> Counter[str]:
+    """What the failed attempts of this run deleted, read back from their observations."""
+    earlier: Counter[str] = Counter()
+    if context.retry_number == 0:
+        return earlier
+    for table in OBSERVED_TABLES:
+        records = context.instance.fetch_observations(
+            dg.AssetRecordsFilter(asset_key=app_table_key(table)), limit=100, ascending=False,
+        ).records
+        for record in records:
+            observation = record.asset_observation
+            if record.run_id == context.run_id and observation is not None:
+                value = observation.metadata.get(FAILED_ATTEMPT_KEY)
+                if value is not None:
+                    earlier[table] += int(value.value)
+    return earlier
+
+
+def purge_metadata(stats: PurgeStats, earlier: Counter[str] | None = None) -> dict[str, Any]:
+    """The run's figures as Dagster metadata (counts and timings only; no row contents).
+
+    `rows_deleted.*` count every attempt of the run; `earlier` is what failed attempts deleted
+    (timings are this attempt's)."""
+    earlier = earlier or Counter()
     prefix = "would_delete" if stats.dry_run else "deleted"
     metadata: dict[str, Any] = {
         "cutoff_utc": stats.cutoff.isoformat(sep=" "),
         "dry_run": stats.dry_run,
-        f"rows_{prefix}_total": stats.total_rows,
+        f"rows_{prefix}_total": stats.total_rows + sum(earlier.values()),
         "batches": stats.total_batches,
         "seconds": dg.MetadataValue.float(round(stats.seconds, 3)),
         "rows_per_second": dg.MetadataValue.float(round(stats.rows_per_second, 1)),
@@ -544,7 +586,9 @@ def purge_metadata(stats: PurgeStats) -> dict[str, Any]:
         "summary": dg.MetadataValue.md(stats.summary_markdown()),
     }
     for table, rows in stats.rows_by_table().items():
-        metadata[f"rows_{prefix}.{table}"] = rows
+        metadata[f"rows_{prefix}.{table}"] = rows + earlier[table]
+    for table, rows in earlier.items():
+        metadata[f"rows_deleted_by_failed_attempts.{table}"] = rows
     for table, kept in stats.kept_by_table().items():
         metadata[f"rows_kept_referenced.{table}"] = kept
     metadata["foreign_keys_into_purged_tables"] = dg.MetadataValue.md(
@@ -561,19 +605,29 @@ def purge_expired_data(
     context: dg.OpExecutionContext, app_db: AppDatabase, plan: PurgePlan
 ) -> dict[str, int]:
     """Retrying is safe: every batch commits on its own and a retry deletes what is left below
-    the same cutoff. Returns rows deleted (or that would be deleted) per table."""
+    the same cutoff. Returns rows deleted (or that would be deleted) per table, by every attempt
+    of the run: a failed attempt records what it deleted (`record_failed_attempt`)."""
     # Defence in depth: a plan whose window is out of range never reaches a DELETE.
     validate_retention_days(plan.retention_days)
 
+    earlier = rows_deleted_by_earlier_attempts(context)
+    committed: Counter[str] = Counter()
+
     def log_progress(table: str, rows: int) -> None:
+        if not plan.dry_run:
+            committed[table] += rows
         context.log.debug(f"{table}: batch of {rows} rows committed")
 
     with transient_errors_retry():  # the database down or restarting: retried with backoff
         try:
-            stats = purge_expired_rows(
-                app_db.get_engine(), plan.cutoff, batch_size=plan.batch_size,
-                dry_run=plan.dry_run, on_batch=log_progress,
-            )
+            try:
+                stats = purge_expired_rows(
+                    app_db.get_engine(), plan.cutoff, batch_size=plan.batch_size,
+                    dry_run=plan.dry_run, on_batch=log_progress,
+                )
+            except Exception:
+                record_failed_attempt(context, committed)
+                raise
         except RetentionPurgeError as exc:
             raise dg.Failure(description=str(exc), allow_retries=False) from None
         except sa.exc.IntegrityError as exc:
@@ -585,7 +639,7 @@ def purge_expired_data(
                 f"failing batch was deleted. Fix the reference or the purge rule: {exc.orig}",
                 allow_retries=False,
             ) from None
-    metadata = purge_metadata(stats)
+    metadata = purge_metadata(stats, earlier)
     context.add_output_metadata(metadata)
     verb = "would delete" if plan.dry_run else "deleted"
     for table in (ACTIVITIES, APP_EVENTS):
@@ -607,12 +661,15 @@ def purge_expired_data(
                 },
             )
         )
+    if earlier:
+        context.log.info(f"earlier attempts of this run deleted {sum(earlier.values())} rows: "
+                         + ", ".join(f"{t}={n}" for t, n in earlier.items()))
     context.log.info(
         f"retention purge {verb} {stats.total_rows} rows in {stats.total_batches} batches, "
         f"{stats.seconds:.2f} s (longest batch {stats.longest_batch_seconds:.3f} s): "
         + ", ".join(f"{t}={n}" for t, n in stats.rows_by_table().items())
     )
-    return stats.rows_by_table()
+    return {table: rows + earlier[table] for table, rows in stats.rows_by_table().items()}
 
 
 @dg.job(

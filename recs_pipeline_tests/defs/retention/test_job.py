@@ -11,6 +11,7 @@ from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any
 
+import dagster as dg
 import pytest
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
@@ -19,6 +20,7 @@ from recs_pipeline import schema
 from recs_pipeline.bootstrap import init_app_database
 from recs_pipeline.compute.timestamps import utc_now
 from recs_pipeline.db import make_engine
+from recs_pipeline.defs.retention import job as job_module
 from recs_pipeline.defs.retention.job import (
     ACTIVITIES,
     APP_EVENTS,
@@ -522,6 +524,56 @@ def test_job_resumes_after_an_interrupted_purge(app_db: AppDatabase, engine: Eng
     assert result.success
     assert _ids(engine, ACTIVITIES) == [6, 7, 8, 9]
     assert result.output_for_node("purge_expired_data")[ACTIVITIES] == 3
+
+
+def test_metadata_counts_what_a_failed_attempt_deleted(
+    app_db: AppDatabase, engine: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The database drops the connection after the first committed batch (all 5 expired
+    activities); the retry finishes the purge, and the run's counts include those 5 rows."""
+    _seed_relative_to_now(engine, 90)
+    original = job_module.purge_expired_rows
+    attempts = [0]
+
+    def drops_after_one_batch(*args: Any, on_batch: Any = None, **kwargs: Any) -> Any:
+        attempts[0] += 1
+        if attempts[0] > 1:
+            return original(*args, on_batch=on_batch, **kwargs)
+        batches = [0]
+
+        def hook(table: str, rows: int) -> None:
+            on_batch(table, rows)
+            batches[0] += 1
+            if batches[0] == 1:
+                raise sa.exc.OperationalError(
+                    "DELETE FROM activities ...", {},
+                    Exception("server closed the connection unexpectedly"))
+
+        return original(*args, on_batch=hook, **kwargs)
+
+    monkeypatch.setattr(job_module, "purge_expired_rows", drops_after_one_batch)
+    instance = dg.DagsterInstance.ephemeral()
+    result = retention_purge_job.execute_in_process(
+        run_config=_job_config(batch_size=100), resources={"app_db": app_db}, instance=instance)
+    assert result.success
+    assert attempts[0] == 2
+    assert _ids(engine, ACTIVITIES) == [6, 7, 8, 9]
+    assert result.output_for_node("purge_expired_data") == {
+        ACTIVITIES: 5, APP_EVENTS: 1, LEDGER: 1, DEAD_LETTERS: 0,
+    }
+    metadata = next(
+        e for e in result.all_events
+        if e.event_type_value == "STEP_OUTPUT" and e.step_key == "purge_expired_data"
+    ).event_specific_data.metadata
+    assert metadata["rows_deleted.activities"].value == 5
+    assert metadata["rows_deleted_by_failed_attempts.activities"].value == 5
+    assert metadata["rows_deleted_total"].value == 7
+    # What the UI shows on the activities asset: the failed attempt's observation.
+    observations = instance.fetch_observations(
+        dg.AssetRecordsFilter(asset_key=dg.AssetKey(["app", ACTIVITIES])), limit=10).records
+    assert [r.asset_observation.metadata["rows_deleted_by_failed_attempt"].value
+            for r in observations
+            if "rows_deleted_by_failed_attempt" in r.asset_observation.metadata] == [5]
 
 
 def test_job_carries_the_heavy_scan_tag_and_a_retry_policy() -> None:
