@@ -53,6 +53,9 @@ class RecommendationKind:
 
 TOURNAMENTS = RecommendationKind("tournaments", schema.tournament_recommendations, "tournament_id")
 TEAMS = RecommendationKind("teams", schema.team_recommendations, "team_id")
+
+# SQLite staging loads commit every this many rows (tens of milliseconds of write lock each).
+SQLITE_STAGING_BATCH_ROWS = 20_000
 KINDS: tuple[RecommendationKind, ...] = (TOURNAMENTS, TEAMS)
 
 
@@ -163,12 +166,29 @@ def copy_binary(conn: Connection, table_name: str, frame: pd.DataFrame, item_col
     return len(frame)
 
 
-def stage(engine: Engine, kind: RecommendationKind, frame: pd.DataFrame) -> int:
-    """(Re)create the staging table and load `frame` into it; committed on return."""
+def stage(
+    engine: Engine, kind: RecommendationKind, frame: pd.DataFrame,
+    sqlite_batch_rows: int = SQLITE_STAGING_BATCH_ROWS,
+) -> int:
+    """(Re)create the staging table and load `frame` into it; committed on return.
+
+    On SQLite every transaction takes the whole file's write lock, so the load commits every
+    `sqlite_batch_rows` rows and app writes get in between (a half-loaded staging table is never
+    read: the checks compare it with the frame, and the next run recreates it)."""
     ensure_pipeline_tables(engine)
     columns = [c.name for c in kind.table.columns]
     frame = frame[columns]
     staging = _staging_table(kind)
+    if engine.dialect.name == "sqlite":
+        with engine.begin() as conn:
+            conn.execute(sa.text(f"DROP TABLE IF EXISTS {_q(kind.staging_name)}"))
+            staging.create(conn)
+        count = 0
+        for start in range(0, len(frame), sqlite_batch_rows):
+            with engine.begin() as conn:
+                count += bulk_insert(conn, kind.staging_name,
+                                     frame.iloc[start:start + sqlite_batch_rows])
+        return count
     with engine.begin() as conn:
         conn.execute(sa.text(f"DROP TABLE IF EXISTS {_q(kind.staging_name)}"))
         if is_postgres(conn):
@@ -185,9 +205,6 @@ def stage(engine: Engine, kind: RecommendationKind, frame: pd.DataFrame) -> int:
                 f"CREATE INDEX {_q(names['index'])} ON {_q(kind.staging_name)} (user_id)"
             ))
             conn.execute(sa.text(f"ANALYZE {_q(kind.staging_name)}"))
-        else:
-            staging.create(conn)
-            count = bulk_insert(conn, kind.staging_name, frame)
     return count
 
 

@@ -13,6 +13,7 @@ import threading
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -272,3 +273,22 @@ def test_what_a_repeatable_read_reader_sees_across_a_swap(pg_engine: Engine) -> 
         assert reader.execute(sa.text(
             "SELECT count(*), min(model_version) FROM tournament_recommendations")).one() == (
             50, "v3")
+
+
+def test_sqlite_staging_commits_in_bounded_batches(tmp_path: Path) -> None:
+    """Each SQLite transaction locks the whole file for app writes: the staging load commits
+    every `sqlite_batch_rows` rows, and the staged table still holds exactly the frame."""
+    engine = make_engine(f"sqlite:///{tmp_path / 'app.db'}")
+    init_app_database(engine)
+    commits: list[int] = []
+    sa.event.listen(engine, "commit", lambda conn: commits.append(1))
+    frame = _frame("v1", n=350)
+    assert stage(engine, TOURNAMENTS, frame, sqlite_batch_rows=100) == 350
+    # ensure_pipeline_tables, the staging table, then 100 + 100 + 100 + 50 rows
+    assert len(commits) == 2 + 4
+    with engine.connect() as conn:
+        staged = pd.read_sql(sa.text(
+            f"SELECT user_id, tournament_id, rank FROM {TOURNAMENTS.staging_name} "
+            "ORDER BY user_id, rank"), conn)
+    assert staged.to_dict("list") == frame[["user_id", "tournament_id", "rank"]].to_dict("list")
+    engine.dispose()
