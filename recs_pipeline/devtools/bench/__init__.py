@@ -14,4 +14,5 @@ BENCH_TOPICS: dict[str, str] = {
     "achievements": "recs_pipeline.devtools.bench.achievements",
     "recommendations": "recs_pipeline.devtools.bench.recommendations",
     "swap": "recs_pipeline.devtools.bench.swap",
+    "faults": "recs_pipeline.devtools.bench.faults",
 }
