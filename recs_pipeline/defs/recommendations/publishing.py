@@ -53,10 +53,10 @@ class RecommendationKind:
 
 TOURNAMENTS = RecommendationKind("tournaments", schema.tournament_recommendations, "tournament_id")
 TEAMS = RecommendationKind("teams", schema.team_recommendations, "team_id")
+KINDS: tuple[RecommendationKind, ...] = (TOURNAMENTS, TEAMS)
 
 # SQLite staging loads commit every this many rows (tens of milliseconds of write lock each).
 SQLITE_STAGING_BATCH_ROWS = 20_000
-KINDS: tuple[RecommendationKind, ...] = (TOURNAMENTS, TEAMS)
 
 
 def _staging_table(kind: RecommendationKind) -> sa.Table:
@@ -178,11 +178,10 @@ def stage(
     ensure_pipeline_tables(engine)
     columns = [c.name for c in kind.table.columns]
     frame = frame[columns]
-    staging = _staging_table(kind)
     if engine.dialect.name == "sqlite":
         with engine.begin() as conn:
             conn.execute(sa.text(f"DROP TABLE IF EXISTS {_q(kind.staging_name)}"))
-            staging.create(conn)
+            _staging_table(kind).create(conn)
         count = 0
         for start in range(0, len(frame), sqlite_batch_rows):
             with engine.begin() as conn:
@@ -191,20 +190,19 @@ def stage(
         return count
     with engine.begin() as conn:
         conn.execute(sa.text(f"DROP TABLE IF EXISTS {_q(kind.staging_name)}"))
-        if is_postgres(conn):
-            # Bare table first (same columns, NOT NULLs), keys after the COPY.
-            _bare_staging_table(kind).create(conn)
-            count = _copy_with_defaults(conn, kind, frame)
-            names = _names(kind.staging_name, kind.item_column)
-            conn.execute(sa.text(
-                f"ALTER TABLE {_q(kind.staging_name)} "
-                f"ADD CONSTRAINT {_q(names['pkey'])} PRIMARY KEY (user_id, rank), "
-                f"ADD CONSTRAINT {_q(names['unique'])} UNIQUE (user_id, {_q(kind.item_column)})"
-            ))
-            conn.execute(sa.text(
-                f"CREATE INDEX {_q(names['index'])} ON {_q(kind.staging_name)} (user_id)"
-            ))
-            conn.execute(sa.text(f"ANALYZE {_q(kind.staging_name)}"))
+        # Bare table first (same columns, NOT NULLs), keys after the COPY.
+        _bare_staging_table(kind).create(conn)
+        count = _copy_with_defaults(conn, kind, frame)
+        names = _names(kind.staging_name, kind.item_column)
+        conn.execute(sa.text(
+            f"ALTER TABLE {_q(kind.staging_name)} "
+            f"ADD CONSTRAINT {_q(names['pkey'])} PRIMARY KEY (user_id, rank), "
+            f"ADD CONSTRAINT {_q(names['unique'])} UNIQUE (user_id, {_q(kind.item_column)})"
+        ))
+        conn.execute(sa.text(
+            f"CREATE INDEX {_q(names['index'])} ON {_q(kind.staging_name)} (user_id)"
+        ))
+        conn.execute(sa.text(f"ANALYZE {_q(kind.staging_name)}"))
     return count
 
 

@@ -110,17 +110,14 @@ def run(args: argparse.Namespace) -> int:
     from recs_pipeline.cli import CliError
     from recs_pipeline.compute.timestamps import utc_now
     from recs_pipeline.db import make_engine
-    from recs_pipeline.devtools.bench.retention import _admin
+    from recs_pipeline.devtools.bench.seed import _recreate_postgres
     from recs_pipeline.devtools.seed import SeedConfig, seed_database
 
     scenarios = [s for s in args.scenarios.split(",") if s]
     unknown = set(scenarios) - set(SCENARIOS)
     if unknown:
         raise CliError(f"unknown scenarios {sorted(unknown)}; choose from {', '.join(SCENARIOS)}")
-    url = sa.make_url(args.server_url).set(database=args.database).render_as_string(
-        hide_password=False)
-    _admin(args.server_url, f'DROP DATABASE IF EXISTS "{args.database}" WITH (FORCE)')
-    _admin(args.server_url, f'CREATE DATABASE "{args.database}"')
+    url = _recreate_postgres(args.server_url, args.database)
     engine = make_engine(url)
     init_app_database(engine)
     # Anchored today: the purge's cutoff is 90 days before the real now.
@@ -239,7 +236,7 @@ def run(args: argparse.Namespace) -> int:
                                          ":c"), {"c": cutoff + timedelta(minutes=5)}).scalar_one()
         run_ = _Run("retention_purge_job", env, retention_config)
         _wait_for(lambda: run_.saw("batch of"), 120, interval=0.01)
-        _pg_ctl(args.cluster, "restart", "-m", "fast")
+        inject("restart")
         rc, seconds, retries = run_.wait()
         with check.connect() as conn:
             old, young_after = conn.execute(sa.text(

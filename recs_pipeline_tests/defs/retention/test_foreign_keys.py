@@ -29,6 +29,7 @@ from recs_pipeline_tests.defs.retention.test_job import (
     _remaining,
     _seed_everything,
     _seed_relative_to_now,
+    purge_output_metadata,
 )
 
 REACTIONS = "activity_reactions"  # an app table of its own, pointing at activities
@@ -140,10 +141,7 @@ def test_job_reports_the_keys_and_the_kept_rows(app_db: AppDatabase, engine: Eng
     result = retention_purge_job.execute_in_process(
         run_config=_job_config(batch_size=100), resources={"app_db": app_db})
     assert result.success
-    metadata = next(
-        e for e in result.all_events
-        if e.event_type_value == "STEP_OUTPUT" and e.step_key == "purge_expired_data"
-    ).event_specific_data.metadata
+    metadata = purge_output_metadata(result)
     assert metadata["rows_kept_referenced.activities"].value == 1
     assert metadata["rows_kept_referenced.app_events"].value == 1
     assert metadata["rows_deleted.activities"].value == 4

@@ -419,6 +419,14 @@ def test_rows_inserted_during_the_purge_survive(engine: Engine) -> None:
 # --- the Dagster job ------------------------------------------------------------------------
 
 
+def purge_output_metadata(result: dg.ExecuteInProcessResult) -> dict[str, Any]:
+    """The metadata on the purge op's output (what the run page shows)."""
+    return next(
+        e for e in result.all_events
+        if e.event_type_value == "STEP_OUTPUT" and e.step_key == "purge_expired_data"
+    ).event_specific_data.metadata
+
+
 def _job_config(**config: Any) -> dict[str, Any]:
     return {"ops": {"plan_retention_purge": {"config": config}}}
 
@@ -456,10 +464,7 @@ def test_job_purges_and_reports_metadata(app_db: AppDatabase, engine: Engine) ->
     assert result.output_for_node("purge_expired_data") == {
         ACTIVITIES: 5, APP_EVENTS: 1, LEDGER: 1, DEAD_LETTERS: 0,
     }
-    metadata = next(
-        e for e in result.all_events
-        if e.event_type_value == "STEP_OUTPUT" and e.step_key == "purge_expired_data"
-    ).event_specific_data.metadata
+    metadata = purge_output_metadata(result)
     plan = result.output_for_node("plan_retention_purge")
     assert metadata["cutoff_utc"].value == plan.cutoff.isoformat(sep=" ")
     assert plan.cutoff.microsecond == 0
@@ -561,10 +566,7 @@ def test_metadata_counts_what_a_failed_attempt_deleted(
     assert result.output_for_node("purge_expired_data") == {
         ACTIVITIES: 5, APP_EVENTS: 1, LEDGER: 1, DEAD_LETTERS: 0,
     }
-    metadata = next(
-        e for e in result.all_events
-        if e.event_type_value == "STEP_OUTPUT" and e.step_key == "purge_expired_data"
-    ).event_specific_data.metadata
+    metadata = purge_output_metadata(result)
     assert metadata["rows_deleted.activities"].value == 5
     assert metadata["rows_deleted_by_failed_attempts.activities"].value == 5
     assert metadata["rows_deleted_total"].value == 7
