@@ -15,11 +15,12 @@ from __future__ import annotations
 import csv
 import io
 import logging
+import operator
 import queue
 import threading
 import time
 from collections.abc import Iterable, Iterator
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import numpy as np
@@ -167,15 +168,67 @@ def is_postgres(bind: Connection | Engine) -> bool:
     return bind.dialect.name == "postgresql"
 
 
-def timestamp_bind(conn: Connection, value: datetime) -> sa.ColumnElement:
-    """A bound cutoff that compares correctly with stored timestamps on both backends.
+# SQLite keeps timestamps as text; only text starting like a date is handed to julianday(),
+# which would otherwise read 'now' or a bare number as a time.
+SQLITE_DATE_GLOB = "[0-9][0-9][0-9][0-9]-[0-9][0-9]-[0-9][0-9]*"
+# Prefilter margin: a stored local time with an offset is within 14 h of its UTC instant.
+_OFFSET_MARGIN = timedelta(days=2)
 
-    SQLite stores ISO text with or without `.ffffff`; a whole-second cutoff as text without a
-    fraction orders correctly against both forms (`created_at >= cutoff`).
+
+def utc_instant(conn: Connection, column: sa.ColumnElement) -> sa.ColumnElement:
+    """The stored timestamp as a value that orders by instant on both backends.
+
+    PostgreSQL columns are typed (sessions are pinned to UTC). SQLite text is parsed per value by
+    `julianday()` (space or `T`, fractions, `Z`, `+HH:MM` offsets, converted to UTC): it is never
+    compared as text, and a value that is not a timestamp is NULL (so it matches no comparison).
     """
     if conn.dialect.name == "sqlite":
-        return sa.literal(value.strftime("%Y-%m-%d %H:%M:%S"), sa.String())
-    return sa.literal(value.replace(microsecond=0), sa.DateTime())
+        return sa.case((column.op("GLOB")(SQLITE_DATE_GLOB), sa.func.julianday(column)))
+    return column
+
+
+def timestamp_bind(conn: Connection, value: datetime) -> sa.ColumnElement:
+    """A whole-second cutoff that compares with `utc_instant` of a column on both backends."""
+    value = value.replace(microsecond=0)
+    if conn.dialect.name == "sqlite":
+        return sa.func.julianday(sa.literal(value.strftime("%Y-%m-%d %H:%M:%S"), sa.String()))
+    return sa.literal(value, sa.DateTime())
+
+
+_COMPARISONS = {"<": operator.lt, "<=": operator.le, ">": operator.gt, ">=": operator.ge}
+
+
+def timestamp_compare(
+    conn: Connection, column: sa.ColumnElement, op: str, value: datetime
+) -> sa.ColumnElement[bool]:
+    """`column <op> value` by instant (see `utc_instant`); NULL and unparsable values never match.
+
+    On SQLite a text range with a two-day margin comes first, so an index on the column still
+    narrows the scan; the exact comparison is on the parsed value.
+    """
+    compare = _COMPARISONS[op](utc_instant(conn, column), timestamp_bind(conn, value))
+    if conn.dialect.name != "sqlite":
+        return compare
+    if op in ("<", "<="):
+        prefilter = column < (value + _OFFSET_MARGIN).date().isoformat()
+    else:
+        prefilter = column >= (value - _OFFSET_MARGIN).date().isoformat()
+    return sa.and_(prefilter, compare)
+
+
+def unparsable_timestamp(conn: Connection, column: sa.ColumnElement) -> sa.ColumnElement[bool]:
+    """True where a stored value is present but is not a timestamp (always false on PostgreSQL,
+    whose columns are typed)."""
+    if conn.dialect.name != "sqlite":
+        return sa.false()
+    return column.is_not(None) & utc_instant(conn, column).is_(None)
+
+
+def utc_text(conn: Connection, expression: sa.ColumnElement) -> sa.ColumnElement:
+    """An aggregate of `utc_instant` (e.g. its max) back as a timestamp `read_frame` can parse."""
+    if conn.dialect.name == "sqlite":
+        return sa.func.strftime("%Y-%m-%d %H:%M:%f", expression)
+    return expression
 
 
 def read_frame(

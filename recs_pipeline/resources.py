@@ -1,14 +1,15 @@
-"""Dagster resources: `AppDatabase` (the one place the app database URL is read) and `RunClock`."""
+"""Dagster resources: `AppDatabase` (the one place the app database URL is read), `RunClock` and
+`InputQuarantinePolicy`."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import datetime
+from datetime import datetime, timedelta
 
 import dagster as dg
 import sqlalchemy as sa
-from pydantic import Field, PrivateAttr
+from pydantic import Field, PrivateAttr, model_validator
 from sqlalchemy.engine import Connection, Engine
 
 from recs_pipeline.compute.timestamps import to_utc_naive, utc_now
@@ -87,21 +88,51 @@ class AppDatabase(dg.ConfigurableResource):
         return sa.inspect(self.get_engine()).has_table(name)
 
 
+# An `as_of` outside [now - window, now + skew] is a backfill and must say so (`backfill: true`):
+# a mistyped year would read open tournaments as closed and empty users' lists.
+AS_OF_WINDOW = timedelta(days=2)
+AS_OF_CLOCK_SKEW = timedelta(minutes=5)
+
+
 class RunClock(dg.ConfigurableResource):
     """The run's "now": every step of one run reads, scores and stamps as of the same instant.
 
-    Set `as_of` (run config `resources.clock.config.as_of`) to replay or backfill a past night.
-    Unset, the run's `recs/refresh_as_of` tag is used (the bucketed refresh tags every bucket run
-    of one refresh with the same instant), else the moment the run's resources are set up.
+    Set `as_of` (run config `resources.clock.config.as_of`) to replay a recent night; more than two
+    days back (or in the future) it is a backfill and needs `backfill: true`, else the run fails
+    before any step reads data, without retries. Unset, the run's
+    `recs/refresh_as_of` tag is used (the bucketed refresh tags every bucket run of one refresh
+    with the same instant), else the moment the run's resources are set up.
     """
 
     as_of: str | None = Field(
         default=None,
-        description="The run's 'now' (ISO; naive = UTC). Unset: the run's recs/refresh_as_of tag, "
-        "else the run's start.",
+        description="The run's 'now' (ISO; naive = UTC), within the last two days unless "
+        "backfill is set. Unset: the run's recs/refresh_as_of tag, else "
+        "the run's start.",
+    )
+    backfill: bool = Field(
+        default=False,
+        description="Allow an as_of outside the last two days (a deliberate backfill, a replay, "
+        "a synthetic test world).",
     )
 
     _now: datetime | None = PrivateAttr(default=None)
+
+    @model_validator(mode="after")
+    def _as_of_in_window(self) -> RunClock:
+        if self.as_of is None:
+            return self
+        try:
+            value = to_utc_naive(self.as_of)
+        except ValueError:
+            raise ValueError(
+                f"as_of {self.as_of[:40]!r} is not an ISO-8601 timestamp") from None
+        now = utc_now()
+        if self.backfill or now - AS_OF_WINDOW <= value <= now + AS_OF_CLOCK_SKEW:
+            return self
+        when = "in the future" if value > now else f"more than {AS_OF_WINDOW.days} days ago"
+        raise ValueError(f"as_of {value.isoformat()} is {when} (now {now:%Y-%m-%d %H:%M} UTC): "
+                         "set backfill: true to run as of another time")
 
     def setup_for_execution(self, context: dg.InitResourceContext) -> None:
         run = context.run
@@ -114,3 +145,29 @@ class RunClock(dg.ConfigurableResource):
             self._now = to_utc_naive(self.as_of) if self.as_of else utc_now().replace(
                 microsecond=0)
         return self._now
+
+class InputQuarantinePolicy(dg.ConfigurableResource):
+    """How much quarantined app input a run accepts (the `input_quarantine` asset checks).
+
+    A row that cannot be parsed or breaks the data contract is set aside and the run goes on for
+    everyone else. Above `warn_share` of a table's rows the check WARNs; above `error_share` (and
+    at least `error_min_rows` rows, so one bad row of a small table does not stop a night) it is
+    an ERROR, which blocks the publish: a wholesale format change is never silently accepted.
+    """
+
+    warn_share: float = Field(
+        default=0.0, ge=0.0, le=1.0,
+        description="Share of a table's rows quarantined above which the check warns.")
+    error_share: float = Field(
+        default=0.05, ge=0.0, le=1.0,
+        description="Share of a table's rows quarantined above which the check fails (ERROR) "
+        "and nothing is published.")
+    error_min_rows: int = Field(
+        default=10, ge=1,
+        description="An ERROR also needs at least this many quarantined rows in the table.")
+
+    @model_validator(mode="after")
+    def _ordered(self) -> InputQuarantinePolicy:
+        if self.error_share < self.warn_share:
+            raise ValueError("error_share must be at least warn_share")
+        return self

@@ -21,6 +21,10 @@ BigId = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
 APP_METADATA = sa.MetaData()
 PIPELINE_METADATA = sa.MetaData()
 
+# Ids are bigint on PostgreSQL and 64-bit integers on SQLite: both end here.
+MAX_ID = 2**63 - 1
+MAX_SKILL_RATING = 5000  # game_profiles.skill_rating is Elo-like, 0..5000
+
 KNOWN_REGIONS: tuple[str, ...] = ("na", "eu", "sa", "asia", "oce")
 GLOBAL_REGION = "global"
 TOURNAMENT_STATUSES: tuple[str, ...] = (

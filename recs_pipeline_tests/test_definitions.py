@@ -40,6 +40,9 @@ EXPECTED_SENSORS: set[str] = {"run_failure_alert_sensor", "achievement_events_se
 PUBLISHED_TABLE_CHECKS = ("at_most_k", "coverage", "eligibility", "no_duplicate_items", "no_pii",
                           "ranks_contiguous", "scores_valid")
 EXPECTED_CHECKS: set[str] = {"recommendation_quality:quality_gate"} | {
+    f"{asset}:input_quarantine"
+    for asset in ("user_features", "tournament_candidates", "team_candidates")
+} | {
     f"{table}:{check}" for table in ("tournament_recommendations", "team_recommendations")
     for check in PUBLISHED_TABLE_CHECKS
 }

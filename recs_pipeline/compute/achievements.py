@@ -26,11 +26,13 @@ REASON_UNKNOWN_EVENT_TYPE = "unknown_event_type"
 REASON_NULL_USER = "null_user"
 REASON_MALFORMED_PAYLOAD = "malformed_payload"
 REASON_USER_NOT_FOUND = "user_not_found"  # unknown user id, or the user was deleted since
+REASON_BAD_CREATED_AT = "bad_created_at"  # created_at NULL or not a timestamp
 DEAD_LETTER_REASONS: tuple[str, ...] = (
     REASON_UNKNOWN_EVENT_TYPE,
     REASON_NULL_USER,
     REASON_MALFORMED_PAYLOAD,
     REASON_USER_NOT_FOUND,
+    REASON_BAD_CREATED_AT,
 )
 
 EVENT_COLUMNS = ["event_id", "event_type", "user_id", "payload", "created_at"]
@@ -63,16 +65,18 @@ def classify_events(
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Split a batch into (valid events, dead letters) on what the event row alone shows.
 
-    Checked in order: unknown event type, NULL user, malformed JSON payload. Whether the user
-    exists needs the database and is `drop_missing_users`'s job.
+    Checked in order: unknown event type, NULL user, malformed JSON payload, a `created_at` that
+    is NULL or not a timestamp (NaT after `parse_utc_naive`). Whether the user exists needs the
+    database and is `drop_missing_users`'s job.
     """
     if events.empty:
         return events.copy(), empty_dead_letters()
     known = set(known_event_types)
     reasons: list[str | None] = []
     details: list[str | None] = []
-    for event_type, user_id, payload in zip(
-        events["event_type"], events["user_id"], events["payload"], strict=True
+    for event_type, user_id, payload, created_at in zip(
+        events["event_type"], events["user_id"], events["payload"], events["created_at"],
+        strict=True,
     ):
         if event_type not in known:
             reasons.append(REASON_UNKNOWN_EVENT_TYPE)
@@ -83,6 +87,9 @@ def classify_events(
         elif (problem := _payload_problem(payload)) is not None:
             reasons.append(REASON_MALFORMED_PAYLOAD)
             details.append(problem)
+        elif pd.isna(created_at):
+            reasons.append(REASON_BAD_CREATED_AT)
+            details.append("created_at is NULL or not an ISO-8601 timestamp")
         else:
             reasons.append(None)
             details.append(None)

@@ -14,6 +14,7 @@ import pandas as pd
 
 from recs_pipeline.compute.eligibility import ELIGIBLE, team_item_status, tournament_item_status
 from recs_pipeline.compute.features import add_tournament_attributes
+from recs_pipeline.compute.quarantine import Quarantine
 
 TOURNAMENT_CANDIDATE_COLUMNS: tuple[str, ...] = (
     "tournament_id", "game_id", "game_name", "region", "status", "registration_closes_at",
@@ -35,12 +36,14 @@ class CandidateSet:
     members: item_id, user_id of the candidates' registrants (tournaments) or current members
         (teams); used to mask "already registered/member" and for the co-play signal.
     skipped: items excluded by an item-level rule, by reason.
+    quarantine: input rows that broke the contract, by table, column and reason.
     """
 
     items: pd.DataFrame
     members: pd.DataFrame
     skipped: dict[str, int] = field(default_factory=dict)
     as_of: datetime | None = None  # the "now" the item-level rules were evaluated at
+    quarantine: Quarantine = field(default_factory=Quarantine)
 
     @property
     def item_column(self) -> str:
@@ -62,7 +65,8 @@ def _skip_counts(status: pd.Series) -> dict[str, int]:
 
 
 def build_tournament_candidates(
-    tournaments: pd.DataFrame, registrations: pd.DataFrame, now: datetime
+    tournaments: pd.DataFrame, registrations: pd.DataFrame, now: datetime,
+    quarantine: Quarantine | None = None,
 ) -> CandidateSet:
     """tournaments: tournament_id, game_id, game_name, region, skill_min, skill_max,
     max_participants, status, registration_closes_at, starts_at, registered, avg_skill
@@ -87,11 +91,13 @@ def build_tournament_candidates(
     items = items[list(TOURNAMENT_CANDIDATE_COLUMNS)].sort_values("tournament_id")
     members = registrations.rename(columns={"tournament_id": "item_id"})[["item_id", "user_id"]]
     members = members[members["item_id"].isin(items["tournament_id"])].reset_index(drop=True)
-    return CandidateSet(items.reset_index(drop=True), members, _skip_counts(status), now)
+    return CandidateSet(items.reset_index(drop=True), members, _skip_counts(status), now,
+                        quarantine or Quarantine())
 
 
 def build_team_candidates(
-    teams: pd.DataFrame, memberships: pd.DataFrame, now: datetime | None = None
+    teams: pd.DataFrame, memberships: pd.DataFrame, now: datetime | None = None,
+    quarantine: Quarantine | None = None,
 ) -> CandidateSet:
     """teams: team_id, game_id, game_name, region, max_members, is_recruiting, members (current),
     avg_skill (current members' mean skill for the game). memberships: team_id, user_id of
@@ -110,4 +116,4 @@ def build_team_candidates(
     members = memberships.rename(columns={"team_id": "item_id"})[["item_id", "user_id"]]
     members = members[members["item_id"].isin(items["team_id"])].drop_duplicates()
     return CandidateSet(items.reset_index(drop=True), members.reset_index(drop=True),
-                        _skip_counts(status), now)
+                        _skip_counts(status), now, quarantine or Quarantine())

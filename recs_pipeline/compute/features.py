@@ -14,6 +14,8 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
+from recs_pipeline.compute.quarantine import Quarantine
+
 # --- stable tournament attributes -----------------------------------------------------------
 
 SIZE_LABELS: tuple[str, ...] = ("small", "mid-size", "large", "massive")
@@ -97,6 +99,7 @@ class UserFeatureSet:
         every tournament (the attribute vocabulary for affinities).
     teams: team_id, game_id, region of every team.
     skipped: counts of input rows ignored and why (visible in metadata).
+    quarantine: input rows that broke the contract, by table, column and reason.
     """
 
     features: pd.DataFrame
@@ -106,6 +109,7 @@ class UserFeatureSet:
     tournaments: pd.DataFrame
     teams: pd.DataFrame
     skipped: dict[str, int] = field(default_factory=dict)
+    quarantine: Quarantine = field(default_factory=Quarantine)
 
 
 def build_user_features(

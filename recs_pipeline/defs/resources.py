@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import dagster as dg
 
-from recs_pipeline.resources import AppDatabase, RunClock
+from recs_pipeline.resources import AppDatabase, InputQuarantinePolicy, RunClock
 
 
 @dg.definitions
 def resources() -> dg.Definitions:
-    return dg.Definitions(resources={"app_db": AppDatabase(), "clock": RunClock()})
+    return dg.Definitions(resources={
+        "app_db": AppDatabase(), "clock": RunClock(), "input_quarantine": InputQuarantinePolicy(),
+    })

@@ -134,7 +134,7 @@ def test_bucketed_refresh_on_two_celery_workers_matches_single_process(
         for index in range(NUM_BUCKETS):
             run = instance.create_run_for_job(
                 job_def=job_def,
-                run_config={"resources": {"clock": {"config": {"as_of": AS_OF}}}},
+                run_config={"resources": {"clock": {"config": {"as_of": AS_OF, "backfill": True}}}},
                 tags={**RECOMMENDATION_BUCKET_TAGS, "dagster/partition": bucket_key(index),
                       REFRESH_AS_OF_TAG: AS_OF,
                       DAGSTER_CELERY_QUEUE_TAG: celery_deployment["queue"]},
@@ -182,7 +182,7 @@ def test_bucketed_refresh_on_two_celery_workers_matches_single_process(
 
     single = defs.resolve_job_def("nightly_recommendations_job").execute_in_process(
         # the bucketed job publishes the blend: pin the single-process run to it
-        run_config={"resources": {"clock": {"config": {"as_of": AS_OF}}},
+        run_config={"resources": {"clock": {"config": {"as_of": AS_OF, "backfill": True}}},
                     "ops": {"recommendation_quality": {"config": {"publish_contender": "blend"}}}},
         instance=dg.DagsterInstance.ephemeral(),
     )

@@ -29,6 +29,7 @@ from pydantic import Field
 
 from recs_pipeline.compute.achievements import evaluate_awards
 from recs_pipeline.compute.timestamps import utc_now
+from recs_pipeline.config import FailFastConfig
 from recs_pipeline.defs.achievements import store
 from recs_pipeline.resources import AppDatabase
 from recs_pipeline.retries import transient_errors_retry, transient_retry_policy
@@ -41,7 +42,7 @@ ACHIEVEMENTS_JOB_NAME = "achievements_job"
 TRANSIENT_DB_RETRY = transient_retry_policy(max_retries=4, delay=5.0)
 
 
-class AchievementsBatchConfig(dg.Config):
+class AchievementsBatchConfig(FailFastConfig):
     """Which events this run covers. The sensor fills `event_id_ranges`."""
 
     event_id_ranges: list[list[int]] = Field(

@@ -27,7 +27,7 @@ from recs_pipeline.compute.achievements import (
     evaluate_awards,
     matching_achievements,
 )
-from recs_pipeline.compute.timestamps import utc_now
+from recs_pipeline.compute.timestamps import parse_utc_naive, utc_now
 from recs_pipeline.db import copy_into, is_postgres, read_frame
 
 E = schema.app_events
@@ -154,7 +154,11 @@ def load_events(
         .where(sa.or_(*conditions), ~done)
         .order_by(E.c.id)
     )
-    events = read_frame(conn, query, timestamp_columns=["created_at"])
+    events = read_frame(conn, query)
+    # Per value: an unparsable created_at becomes NaT and is dead-lettered (`classify_events`)
+    # instead of failing the whole batch.
+    events["created_at"] = parse_utc_naive(events["created_at"])[0] if len(events) else (
+        events["created_at"].astype("datetime64[us]"))
     missing: list[int] = []
     if event_ids:
         wanted = {int(i) for i in event_ids}

@@ -25,6 +25,7 @@ from datetime import UTC, datetime, timedelta
 import dagster as dg
 from pydantic import Field
 
+from recs_pipeline.config import FailFastConfig
 from recs_pipeline.scheduling import schedule_timezone
 from recs_pipeline.tags import HOUSEKEEPING_TAGS, RUN_KEY_TAG, SENSOR_NAME_TAG
 
@@ -35,7 +36,7 @@ FINISHED_STATUSES = [
 ]
 
 
-class HousekeepingConfig(dg.Config):
+class HousekeepingConfig(FailFastConfig):
     """How old a finished run must be before it is deleted."""
 
     max_age_days: int = Field(default=30, ge=0, description="Delete finished runs older than this.")

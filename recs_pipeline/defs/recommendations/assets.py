@@ -18,7 +18,6 @@ from typing import Any
 import dagster as dg
 import numpy as np
 import pandas as pd
-from pydantic import Field
 
 from recs_pipeline.compute.candidates import (
     CandidateSet,
@@ -28,13 +27,20 @@ from recs_pipeline.compute.candidates import (
 from recs_pipeline.compute.champion import recommend_with
 from recs_pipeline.compute.features import UserFeatureSet
 from recs_pipeline.compute.quality import QualityEvaluation
+from recs_pipeline.compute.quarantine import Quarantine
 from recs_pipeline.compute.scoring import ScoringParams
+from recs_pipeline.config import validate_run_config
 from recs_pipeline.defs.app_tables import app_table_key
 from recs_pipeline.defs.recommendations.checks import (
-    MIN_COVERAGE,
     TEAM_RECOMMENDATIONS_KEY,
     TOURNAMENT_RECOMMENDATIONS_KEY,
     recommendation_check_specs,
+)
+from recs_pipeline.defs.recommendations.config import NIGHTLY_STEP_CONFIG, PublishConfig
+from recs_pipeline.defs.recommendations.input_quarantine import (
+    input_quarantine_check_spec,
+    quarantine_check_result,
+    quarantine_metadata,
 )
 from recs_pipeline.defs.recommendations.publishing import SwapLockTimeout, SwapOutcome
 from recs_pipeline.defs.recommendations.reading import (
@@ -44,20 +50,10 @@ from recs_pipeline.defs.recommendations.reading import (
     read_user_inputs,
 )
 from recs_pipeline.defs.recommendations.run import stage_check_publish
-from recs_pipeline.resources import AppDatabase, RunClock
+from recs_pipeline.resources import AppDatabase, InputQuarantinePolicy, RunClock
 
 RECOMMENDATIONS_GROUP = "recommendations"
 PREVIEW_USERS = 3
-
-
-class PublishConfig(dg.Config):
-    """Knobs of the blend and of the publishing checks."""
-
-    top_k: int = Field(default=10, ge=1, le=100, description="Recommendations per user and kind.")
-    min_coverage: float = Field(
-        default=MIN_COVERAGE, ge=0.0, le=1.0,
-        description="Blocking: share of users with an eligible item who must get rows.",
-    )
 
 
 def markdown_table(frame: pd.DataFrame) -> str:
@@ -88,15 +84,19 @@ def _timings(timings: dict[str, float]) -> dict[str, Any]:
         "tournament_participants", "tournaments", "team_members", "teams",
     )],
     kinds={"pandas"},
+    check_specs=[input_quarantine_check_spec("user_features")],
 )
 def user_features(
-    context: dg.AssetExecutionContext, app_db: AppDatabase, clock: RunClock
-) -> dg.Output[UserFeatureSet]:
+    context: dg.AssetExecutionContext, app_db: AppDatabase, clock: RunClock,
+    input_quarantine: InputQuarantinePolicy,
+):  # type: ignore[no-untyped-def]
     """One row per active user with at least one game profile: games and skill, region, activity
     counts over 7/30/90 days (aggregated in SQL, known activity types only), tournaments
     registered/played/won/podiums, teams joined, days since last activity, profile completeness;
     plus the participation history (user x tournament / team pairs) the scoring learns from.
-    Never reads email."""
+    Never reads email. App rows that break the data contract are quarantined (check
+    `input_quarantine`)."""
+    validate_run_config(context, NIGHTLY_STEP_CONFIG)
     now = clock.now()
     t0 = time.perf_counter()
     with app_db.connect() as conn:
@@ -110,7 +110,9 @@ def user_features(
                                      "activities_30d", "tournaments_played", "teams_joined"]]
     if feature_set.skipped:
         context.log.info(f"user_features skipped input: {feature_set.skipped}")
-    return dg.Output(feature_set, metadata={
+    log_quarantine(context, feature_set.quarantine)
+    yield dg.Output(feature_set, metadata={
+        **quarantine_metadata(feature_set.quarantine),
         "dagster/row_count": len(f),
         "as_of": now.isoformat(),
         "users_without_history": int(((f["tournaments_registered"] == 0)
@@ -122,6 +124,12 @@ def user_features(
         "seconds_features": round(features_s, 3),
         "preview": dg.MetadataValue.md(markdown_table(preview)),
     })
+    yield quarantine_check_result("user_features", feature_set.quarantine, input_quarantine)
+
+
+def log_quarantine(context: dg.AssetExecutionContext, quarantine: Quarantine) -> None:
+    if quarantine.total:
+        context.log.warning(quarantine.summary_line())
 
 
 def _candidate_metadata(cands: CandidateSet, now: datetime, read_s: float, build_s: float,
@@ -131,6 +139,7 @@ def _candidate_metadata(cands: CandidateSet, now: datetime, read_s: float, build
         "as_of": now.isoformat(),
         "members_of_candidates": len(cands.members),
         "skipped": dg.MetadataValue.json(cands.skipped),
+        **quarantine_metadata(cands.quarantine),
         "seconds_read": round(read_s, 3),
         "seconds_build": round(build_s, 3),
         "preview": dg.MetadataValue.md(markdown_table(cands.items.head(5)[preview_cols])),
@@ -142,44 +151,60 @@ def _candidate_metadata(cands: CandidateSet, now: datetime, read_s: float, build
     deps=[app_table_key(t) for t in ("tournaments", "tournament_participants", "game_profiles",
                                      "games")],
     kinds={"pandas"},
+    check_specs=[input_quarantine_check_spec("tournament_candidates")],
 )
-def tournament_candidates(app_db: AppDatabase, clock: RunClock) -> dg.Output[CandidateSet]:
+def tournament_candidates(
+    context: dg.AssetExecutionContext, app_db: AppDatabase, clock: RunClock,
+    input_quarantine: InputQuarantinePolicy,
+):  # type: ignore[no-untyped-def]
     """Tournaments that may be recommended to someone right now (status upcoming or
     registration_open, registration still open, fewer registrants than max_participants), with
     fill rate, open slots, skill band, region, game, size class, start slot and the registrants'
-    mean skill; plus their registrants. Excluded tournaments are counted by reason."""
+    mean skill; plus their registrants. Excluded tournaments are counted by reason; rows that
+    break the data contract are quarantined (check `input_quarantine`)."""
+    validate_run_config(context, NIGHTLY_STEP_CONFIG)
     now = clock.now()
     t0 = time.perf_counter()
     with app_db.connect() as conn:
-        frame, registrations = read_tournament_candidates(conn)
+        frame, registrations, quarantine = read_tournament_candidates(conn)
     read_s = time.perf_counter() - t0
     t0 = time.perf_counter()
-    cands = build_tournament_candidates(frame, registrations, now)
-    return dg.Output(cands, metadata=_candidate_metadata(
+    cands = build_tournament_candidates(frame, registrations, now, quarantine)
+    log_quarantine(context, quarantine)
+    yield dg.Output(cands, metadata=_candidate_metadata(
         cands, now, read_s, time.perf_counter() - t0,
         ["tournament_id", "game_name", "region", "registered", "max_participants", "band_class"],
     ))
+    yield quarantine_check_result("tournament_candidates", quarantine, input_quarantine)
 
 
 @dg.asset(
     group_name=RECOMMENDATIONS_GROUP,
     deps=[app_table_key(t) for t in ("teams", "team_members", "game_profiles", "games")],
     kinds={"pandas"},
+    check_specs=[input_quarantine_check_spec("team_candidates")],
 )
-def team_candidates(app_db: AppDatabase, clock: RunClock) -> dg.Output[CandidateSet]:
+def team_candidates(
+    context: dg.AssetExecutionContext, app_db: AppDatabase, clock: RunClock,
+    input_quarantine: InputQuarantinePolicy,
+):  # type: ignore[no-untyped-def]
     """Recruiting teams with fewer current members than max_members, with game, region, open
-    slots, fill rate and the members' average skill; plus their current members."""
+    slots, fill rate and the members' average skill; plus their current members. Rows that
+    break the data contract are quarantined (check `input_quarantine`)."""
+    validate_run_config(context, NIGHTLY_STEP_CONFIG)
     now = clock.now()
     t0 = time.perf_counter()
     with app_db.connect() as conn:
-        frame, members = read_team_candidates(conn)
+        frame, members, quarantine = read_team_candidates(conn)
     read_s = time.perf_counter() - t0
     t0 = time.perf_counter()
-    cands = build_team_candidates(frame, members, now)
-    return dg.Output(cands, metadata=_candidate_metadata(
+    cands = build_team_candidates(frame, members, now, quarantine)
+    log_quarantine(context, quarantine)
+    yield dg.Output(cands, metadata=_candidate_metadata(
         cands, now, read_s, time.perf_counter() - t0,
         ["team_id", "game_name", "region", "members", "max_members", "avg_skill"],
     ))
+    yield quarantine_check_result("team_candidates", quarantine, input_quarantine)
 
 
 def recommendation_metadata(

@@ -47,6 +47,7 @@ from recs_pipeline.compute.candidates import CandidateSet
 from recs_pipeline.compute.features import UserFeatureSet
 from recs_pipeline.compute.scoring import Recommendations, ScoringParams, recommend
 from recs_pipeline.compute.timestamps import utc_now
+from recs_pipeline.config import FailFastConfig
 from recs_pipeline.db import bulk_insert, read_frame
 from recs_pipeline.defs.recommendations.checks import (
     MIN_COVERAGE,
@@ -135,11 +136,11 @@ class ScoredBucket:
     team_candidates: CandidateSet
 
 
-class BucketConfig(dg.Config):
+class BucketConfig(FailFastConfig):
     top_k: int = Field(default=10, ge=1, le=100, description="Recommendations per user and kind.")
 
 
-class BucketPublishConfig(dg.Config):
+class BucketPublishConfig(FailFastConfig):
     min_coverage: float = Field(
         default=MIN_COVERAGE, ge=0.0, le=1.0,
         description="Blocking: share of users with an eligible item who must get rows.",

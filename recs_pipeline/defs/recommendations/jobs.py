@@ -11,6 +11,7 @@ import dagster as dg
 from pydantic import Field
 
 from recs_pipeline.compute.scoring import ScoringParams
+from recs_pipeline.config import FailFastConfig
 from recs_pipeline.defs.recommendations.assets import (
     RECOMMENDATIONS_GROUP,
     markdown_table,
@@ -22,6 +23,7 @@ from recs_pipeline.defs.recommendations.checks import (
 from recs_pipeline.defs.recommendations.run import refresh_user
 from recs_pipeline.resources import AppDatabase, RunClock
 from recs_pipeline.retries import transient_retry_policy
+from recs_pipeline.schema import MAX_ID
 from recs_pipeline.tags import NIGHTLY_RECOMMENDATIONS_TAGS, USER_REFRESH_TAGS
 
 # Transient database trouble (restart, failover, dropped connection) gets three more tries,
@@ -40,8 +42,9 @@ nightly_recommendations_job = dg.define_asset_job(
 )
 
 
-class UserRefreshConfig(dg.Config):
-    user_id: int = Field(description="The user whose recommendations are recomputed.")
+class UserRefreshConfig(FailFastConfig):
+    user_id: int = Field(ge=1, le=MAX_ID,
+                         description="The user whose recommendations are recomputed.")
     top_k: int = Field(default=10, ge=1, le=100, description="Recommendations per kind.")
 
 

@@ -14,9 +14,8 @@ from datetime import timedelta
 from typing import Any
 
 import dagster as dg
-from pydantic import Field, field_validator
 
-from recs_pipeline.compute.champion import BLEND, KINDS, POPULARITY, RANKER
+from recs_pipeline.compute.champion import KINDS
 from recs_pipeline.compute.quality import (
     QualityEvaluation,
     QualityReport,
@@ -25,49 +24,13 @@ from recs_pipeline.compute.quality import (
 )
 from recs_pipeline.compute.quality_gate import GateConfig
 from recs_pipeline.compute.scoring import ScoringParams
+from recs_pipeline.config import validate_run_config
 from recs_pipeline.defs.app_tables import app_table_key
 from recs_pipeline.defs.recommendations.assets import RECOMMENDATIONS_GROUP
 from recs_pipeline.defs.recommendations.checks import QUALITY_KEY, ndcg_key, users_key
+from recs_pipeline.defs.recommendations.config import NIGHTLY_STEP_CONFIG, QualityConfig
 from recs_pipeline.defs.recommendations.quality_reading import read_snapshot
 from recs_pipeline.resources import AppDatabase, RunClock
-
-PUBLISHABLE = (RANKER, BLEND, POPULARITY)
-
-
-class QualityConfig(dg.Config):
-    """The holdout window and the quality gate's thresholds."""
-
-    holdout_days: int = Field(default=14, ge=1, le=40,
-                              description="Length of each window: validation [now - d, now), "
-                              "training [now - 2d, now - d). At most 40 so that the 90-day "
-                              "activity window before the training cutoff is still mostly "
-                              "inside the retention window.")
-    top_k: int = Field(default=10, ge=1, le=100, description="K of the metrics (the published K).")
-    max_users: int = Field(default=50_000, ge=1,
-                           description="Evaluate at most this many holdout users (random sample).")
-    min_users: int = Field(default=30, ge=0,
-                           description="A kind with fewer validation users is not judged: "
-                           "the default hand blend is published, the gate passes and says so.")
-    max_relative_drop: float = Field(default=0.2, ge=0.0, le=1.0,
-                                     description="Gate: WARN when the published NDCG@K falls more "
-                                     "than this fraction below the last published run's.")
-    publish_contender: str | None = Field(
-        default=None,
-        description="Pin what is published: ranker, blend or popularity (e.g. during an "
-        "incident); the evaluation still runs and the gate still reports what it would have "
-        "chosen. Unset: the champion.")
-    noise_z: float = Field(default=2.0, ge=0.0,
-                           description="A contender qualifies when its NDCG@K is above random's "
-                           "by at least this many standard errors of the per-user paired "
-                           "difference.")
-
-    @field_validator("publish_contender")
-    @classmethod
-    def _known_contender(cls, value: str | None) -> str | None:
-        if value is not None and value not in PUBLISHABLE:
-            raise ValueError(f"publish_contender must be one of {', '.join(PUBLISHABLE)}, "
-                             f"got {value!r}")
-        return value
 
 
 def quality_metadata(report: QualityReport) -> dict[str, Any]:
@@ -138,6 +101,7 @@ def recommendation_quality(
     HitRate@10, coverage, paired standard errors). The best contender significantly above
     random is published tonight (popularity when none is); the ranker is refitted on the latest
     window. `quality_gate` warns when the learned ranker is not what gets published."""
+    validate_run_config(context, NIGHTLY_STEP_CONFIG)
     now = clock.now()
     window = timedelta(days=config.holdout_days)
     t0 = time.perf_counter()

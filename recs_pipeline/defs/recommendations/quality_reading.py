@@ -29,6 +29,7 @@ item created later could not have been recommended) and to users scored at the c
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -44,13 +45,17 @@ from recs_pipeline.compute.candidates import (
 )
 from recs_pipeline.compute.features import UserFeatureSet
 from recs_pipeline.compute.quality import Holdout
-from recs_pipeline.db import read_frame, read_int_frame, timestamp_bind
+from recs_pipeline.compute.quarantine import Quarantine, parse_timestamp_columns
+from recs_pipeline.db import read_frame, read_int_frame, timestamp_compare
 from recs_pipeline.defs.recommendations.reading import (
     UserInputs,
     activity_counts_query,
     build_user_feature_set,
+    current_membership,
     participation_query,
     team_candidates_query,
+    validate_teams,
+    validate_tournaments,
 )
 
 
@@ -77,17 +82,22 @@ class HoldoutSnapshot:
 
 
 def whole_second(value: datetime) -> datetime:
-    """Cutoffs are whole seconds: SQLite compares timestamps as text (see timestamp_bind)."""
+    """Cutoffs are whole seconds (`timestamp_bind`)."""
     return value.replace(microsecond=0)
+
+
+def _before(conn: Connection, cutoff: datetime) -> Callable[[sa.ColumnElement], sa.ColumnElement]:
+    """`column < cutoff` by instant (unparsable SQLite text never matches: `timestamp_compare`)."""
+    return lambda column: timestamp_compare(conn, column, "<", cutoff)
 
 
 def _status_at(conn: Connection, cutoff: datetime) -> sa.ColumnElement:
     t = schema.tournaments
-    c = timestamp_bind(conn, cutoff)
+    before = _before(conn, cutoff)
     return sa.case(
         (t.c.status == "cancelled", "cancelled"),
-        (t.c.completed_at.is_not(None) & (t.c.completed_at < c), "completed"),
-        (t.c.starts_at < c, "in_progress"),
+        (t.c.completed_at.is_not(None) & before(t.c.completed_at), "completed"),
+        (before(t.c.starts_at), "in_progress"),
         else_="registration_open",
     )
 
@@ -96,10 +106,10 @@ def read_user_inputs_as_of(conn: Connection, cutoff: datetime) -> UserInputs:
     """`recommendation_data.UserInputs`, as they were at `cutoff` (see the module docstring)."""
     u, gp = schema.users, schema.game_profiles
     tp, t, tm = schema.tournament_participants, schema.tournaments, schema.team_members
-    c = timestamp_bind(conn, cutoff)
-    profile_before = (gp.c.user_id == u.c.id) & (gp.c.created_at < c)
+    before = _before(conn, cutoff)
+    profile_before = (gp.c.user_id == u.c.id) & before(gp.c.created_at)
     has_profile = sa.exists().where(profile_before)
-    joined = u.c.date_joined < c
+    joined = before(u.c.date_joined)
     users = read_frame(conn, sa.select(u.c.id.label("user_id"), u.c.region, u.c.is_active)
                        .where(u.c.is_active == sa.true(), joined, has_profile))
     population_row = conn.execute(sa.select(
@@ -110,7 +120,7 @@ def read_user_inputs_as_of(conn: Connection, cutoff: datetime) -> UserInputs:
     ).where(joined)).one()
     profiles = read_frame(conn, sa.select(gp.c.user_id, gp.c.game_id, gp.c.skill_rating)
                           .select_from(gp.join(u, u.c.id == gp.c.user_id))
-                          .where(u.c.is_active == sa.true(), gp.c.created_at < c))
+                          .where(u.c.is_active == sa.true(), before(gp.c.created_at)))
 
     activity_counts = read_frame(
         conn, activity_counts_query(conn, cutoff, True, sa.true(), exclude_after_now=True),
@@ -118,12 +128,13 @@ def read_user_inputs_as_of(conn: Connection, cutoff: datetime) -> UserInputs:
     unknown = conn.execute(
         activity_counts_query(conn, cutoff, False, sa.true(), exclude_after_now=True)).all()
 
-    completed = t.c.completed_at.is_not(None) & (t.c.completed_at < c) & (t.c.status != "cancelled")
-    registered_before = tp.c.registered_at < c
+    completed = (t.c.completed_at.is_not(None) & before(t.c.completed_at)
+                 & (t.c.status != "cancelled"))
+    registered_before = before(tp.c.registered_at)
     participation = read_frame(conn, participation_query(completed, registered_before))
     team_counts = read_frame(conn, sa.select(
         tm.c.user_id, sa.func.count(sa.distinct(tm.c.team_id)).label("teams_joined"),
-    ).where(tm.c.joined_at < c).group_by(tm.c.user_id))
+    ).where(before(tm.c.joined_at)).group_by(tm.c.user_id))
     pc = schema.profile_completeness
     completeness = read_frame(conn, sa.select(pc.c.user_id, pc.c.percentage))
 
@@ -131,16 +142,18 @@ def read_user_inputs_as_of(conn: Connection, cutoff: datetime) -> UserInputs:
         conn, sa.select(tp.c.user_id, tp.c.tournament_id).where(registered_before)
     )
     team_history = read_int_frame(
-        conn, sa.select(tm.c.user_id, tm.c.team_id).where(tm.c.joined_at < c).distinct()
+        conn, sa.select(tm.c.user_id, tm.c.team_id).where(before(tm.c.joined_at)).distinct()
     )
     tournaments = read_frame(conn, sa.select(
         t.c.id.label("tournament_id"), t.c.game_id, t.c.region,
         _status_at(conn, cutoff).label("status"), t.c.max_participants,
         t.c.skill_min, t.c.skill_max, t.c.starts_at, t.c.name,
-    ).where(t.c.created_at < c), timestamp_columns=["starts_at"])
+    ).where(before(t.c.created_at)))
+    tournaments = parse_timestamp_columns(tournaments, ["starts_at"], table="tournaments",
+                                          id_column="tournament_id", quarantine=Quarantine())
     m = schema.teams
     teams = read_frame(conn, sa.select(m.c.id.label("team_id"), m.c.game_id, m.c.region)
-                       .where(m.c.created_at < c))
+                       .where(before(m.c.created_at)))
     return UserInputs(
         users=users, profiles=profiles, activity_counts=activity_counts,
         unknown_activity_types={str(k): int(v) for k, v in unknown},
@@ -158,9 +171,9 @@ def read_tournament_candidates_as_of(
     """Tournaments open for registration at the cutoff, registrations counted at the cutoff."""
     t, tp, gp, g = (schema.tournaments, schema.tournament_participants, schema.game_profiles,
                     schema.games)
-    c = timestamp_bind(conn, cutoff)
+    before = _before(conn, cutoff)
     status = _status_at(conn, cutoff)
-    open_then = (t.c.created_at < c) & status.in_(schema.OPEN_TOURNAMENT_STATUSES)
+    open_then = before(t.c.created_at) & status.in_(schema.OPEN_TOURNAMENT_STATUSES)
     frame = read_frame(conn, sa.select(
         t.c.id.label("tournament_id"), t.c.game_id, g.c.name.label("game_name"), t.c.region,
         t.c.skill_min, t.c.skill_max, t.c.max_participants, status.label("status"),
@@ -169,12 +182,12 @@ def read_tournament_candidates_as_of(
         sa.func.avg(gp.c.skill_rating).label("avg_skill"),
     ).select_from(
         t.outerjoin(g, g.c.id == t.c.game_id)
-        .outerjoin(tp, (tp.c.tournament_id == t.c.id) & (tp.c.registered_at < c))
+        .outerjoin(tp, (tp.c.tournament_id == t.c.id) & before(tp.c.registered_at))
         .outerjoin(gp, (gp.c.user_id == tp.c.user_id) & (gp.c.game_id == t.c.game_id))
-    ).where(open_then).group_by(t.c.id, g.c.name),
-        timestamp_columns=["registration_closes_at", "starts_at", "created_at"])
+    ).where(open_then).group_by(t.c.id, g.c.name))
+    frame, _ = validate_tournaments(frame)  # quarantined rows are reported by the nightly reads
     registrations = read_int_frame(conn, sa.select(tp.c.tournament_id, tp.c.user_id).select_from(
-        tp.join(t, t.c.id == tp.c.tournament_id)).where(open_then, tp.c.registered_at < c))
+        tp.join(t, t.c.id == tp.c.tournament_id)).where(open_then, before(tp.c.registered_at)))
     return frame, registrations
 
 
@@ -183,10 +196,11 @@ def read_team_candidates_as_of(
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Teams that existed at the cutoff, with their members at the cutoff."""
     m, tm = schema.teams, schema.team_members
-    c = timestamp_bind(conn, cutoff)
-    member_then = (tm.c.joined_at < c) & (tm.c.left_at.is_(None) | (tm.c.left_at >= c))
-    frame = read_frame(conn, team_candidates_query(member_then, m.c.created_at < c),
-                       timestamp_columns=["created_at"])
+    before = _before(conn, cutoff)
+    member_then = before(tm.c.joined_at) & (
+        current_membership(conn) | timestamp_compare(conn, tm.c.left_at, ">=", cutoff))
+    frame, _ = validate_teams(read_frame(conn, team_candidates_query(
+        member_then, before(m.c.created_at))))
     members = read_int_frame(conn, sa.select(tm.c.team_id, tm.c.user_id).where(member_then)
                              .distinct())
     return frame, members
@@ -197,13 +211,17 @@ def read_holdout(
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(user_id, item_id) registrations / team joins in [cutoff, now)."""
     tp, tm = schema.tournament_participants, schema.team_members
-    c, n = timestamp_bind(conn, cutoff), timestamp_bind(conn, now)
+
+    def within(column: sa.ColumnElement) -> sa.ColumnElement[bool]:
+        return (timestamp_compare(conn, column, ">=", cutoff)
+                & timestamp_compare(conn, column, "<", now))
+
     registrations = read_int_frame(conn, sa.select(
         tp.c.user_id, tp.c.tournament_id.label("item_id"),
-    ).where(tp.c.registered_at >= c, tp.c.registered_at < n))
+    ).where(within(tp.c.registered_at)))
     joins = read_int_frame(conn, sa.select(
         tm.c.user_id, tm.c.team_id.label("item_id"),
-    ).where(tm.c.joined_at >= c, tm.c.joined_at < n).distinct())
+    ).where(within(tm.c.joined_at)).distinct())
     return registrations, joins
 
 

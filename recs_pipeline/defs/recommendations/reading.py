@@ -31,7 +31,23 @@ from recs_pipeline.compute.features import (
     add_tournament_attributes,
     build_user_features,
 )
-from recs_pipeline.db import read_frame, read_int_frame, timestamp_bind
+from recs_pipeline.compute.quarantine import (
+    EXAMPLE_IDS,
+    SKIPPED,
+    UNKNOWN_STATUS,
+    UNPARSABLE_TIMESTAMP,
+    Quarantine,
+    drop_out_of_range,
+    parse_timestamp_columns,
+)
+from recs_pipeline.db import (
+    read_frame,
+    read_int_frame,
+    timestamp_compare,
+    unparsable_timestamp,
+    utc_instant,
+    utc_text,
+)
 
 ACTIVITY_WINDOWS_DAYS = (7, 30, 90)
 
@@ -61,6 +77,7 @@ class UserInputs:
     tournaments: pd.DataFrame
     teams: pd.DataFrame
     population: dict[str, int] = field(default_factory=dict)
+    quarantine: Quarantine = field(default_factory=Quarantine)
 
 
 def activity_counts_query(
@@ -71,21 +88,60 @@ def activity_counts_query(
     before `now` (plus 7/30-day counts and the last time for known types), aggregated in SQL.
     `exclude_after_now` also drops rows at or after `now` (an evaluation as of a past cutoff)."""
     a = schema.activities
-    cut = {d: timestamp_bind(conn, now - timedelta(days=d)) for d in ACTIVITY_WINDOWS_DAYS}
+
+    def since(days: int) -> sa.ColumnElement[bool]:
+        return timestamp_compare(conn, a.c.created_at, ">=", now - timedelta(days=days))
+
     is_known = a.c.activity_type.in_(schema.KNOWN_ACTIVITY_TYPES)
-    window = a.c.created_at >= cut[90]
+    window = since(90)
     if exclude_after_now:
-        window = window & (a.c.created_at < timestamp_bind(conn, now))
+        window = window & timestamp_compare(conn, a.c.created_at, "<", now)
     if not known:
         return (sa.select(a.c.activity_type, sa.func.count())
                 .where(window, ~is_known, where).group_by(a.c.activity_type))
     return sa.select(
         a.c.user_id,
-        *[sa.func.sum(sa.case((a.c.created_at >= cut[d], 1), else_=0)).label(f"activities_{d}d")
+        *[sa.func.sum(sa.case((since(d), 1), else_=0)).label(f"activities_{d}d")
           for d in ACTIVITY_WINDOWS_DAYS[:-1]],
         sa.func.count().label("activities_90d"),
-        sa.func.max(a.c.created_at).label("last_activity_at"),
+        utc_text(conn, sa.func.max(utc_instant(conn, a.c.created_at))).label("last_activity_at"),
     ).where(window, is_known, where).group_by(a.c.user_id)
+
+
+def current_membership(conn: Connection) -> sa.ColumnElement[bool]:
+    """A current team member: `left_at` NULL, or a `left_at` that is not a timestamp (read as
+    "has not left", so a member is never recommended their own team; quarantined)."""
+    left_at = schema.team_members.c.left_at
+    return left_at.is_(None) | unparsable_timestamp(conn, left_at)
+
+
+def scan_app_rows(conn: Connection, quarantine: Quarantine, tables: Sequence[str]) -> None:
+    """Quarantine what the SQL reads aggregate or filter without loading the rows, for `tables`:
+    `activities` with an unparsable time (left out of every count), `team_members` with an
+    unparsable `left_at` (read as current members) and `tournaments` whose status is outside the
+    contract (never candidates). Timestamps can only be unparsable on SQLite (text)."""
+    a, tm, t = schema.activities, schema.team_members, schema.tournaments
+    checks = {
+        "activities": (a, a.c.created_at, UNPARSABLE_TIMESTAMP,
+                       unparsable_timestamp(conn, a.c.created_at), "left out of counts"),
+        "team_members": (tm, tm.c.left_at, UNPARSABLE_TIMESTAMP,
+                         unparsable_timestamp(conn, tm.c.left_at), "read as a current member"),
+        "tournaments": (t, t.c.status, UNKNOWN_STATUS,
+                        t.c.status.not_in(schema.TOURNAMENT_STATUSES) | t.c.status.is_(None),
+                        SKIPPED),
+    }
+    for name in tables:
+        table, column, reason, bad, effect = checks[name]
+        if isinstance(bad, sa.sql.elements.False_):
+            continue
+        rows = conn.execute(sa.select(sa.func.count()).select_from(table).where(bad)).scalar_one()
+        if rows:
+            examples = conn.execute(
+                sa.select(table.c.id).where(bad).order_by(table.c.id).limit(EXAMPLE_IDS)
+            ).scalars().all()
+            quarantine.add(table.name, column.name, reason, examples, rows=rows, effect=effect)
+            quarantine.saw(table.name, conn.execute(
+                sa.select(sa.func.count()).select_from(table)).scalar_one())
 
 
 def participation_query(completed: sa.ColumnElement, where: sa.ColumnElement) -> sa.Select:
@@ -122,9 +178,14 @@ def read_user_inputs(
         "inactive": int(population_row[1]),
         "active_without_profile": int(population_row[2]),
     }
-    profiles = read_frame(conn, sa.select(gp.c.user_id, gp.c.game_id, gp.c.skill_rating)
+    quarantine = Quarantine()
+    profiles = read_frame(conn, sa.select(gp.c.id, gp.c.user_id, gp.c.game_id, gp.c.skill_rating)
                           .select_from(gp.join(u, u.c.id == gp.c.user_id))
                           .where(u.c.is_active == sa.true(), _ids_filter(gp.c.user_id, user_ids)))
+    quarantine.saw("game_profiles", len(profiles))
+    profiles = drop_out_of_range(profiles, "skill_rating", 0, schema.MAX_SKILL_RATING,
+                                 table="game_profiles", id_column="id",
+                                 quarantine=quarantine).drop(columns="id")
 
     # Activity counts over 7/30/90 days, aggregated by the database (known types only).
     scope = _ids_filter(a.c.user_id, user_ids)
@@ -140,6 +201,10 @@ def read_user_inputs(
     pc = schema.profile_completeness
     completeness = read_frame(conn, sa.select(pc.c.user_id, pc.c.percentage)
                               .where(_ids_filter(pc.c.user_id, user_ids)))
+    quarantine.saw("profile_completeness", len(completeness))
+    completeness = drop_out_of_range(completeness, "percentage", 0, 100,
+                                     table="profile_completeness", id_column="user_id",
+                                     quarantine=quarantine)
 
     # Participation history (pairs). For a subset, also everyone attached to a candidate.
     if user_ids is None:
@@ -153,7 +218,7 @@ def read_user_inputs(
             tp.join(t, t.c.id == tp.c.tournament_id)
         ).where(t.c.status.in_(schema.OPEN_TOURNAMENT_STATUSES), t.c.game_id.in_(their_games))
         current = sa.select(tm.c.user_id).select_from(tm.join(m, m.c.id == tm.c.team_id)).where(
-            tm.c.left_at.is_(None), m.c.game_id.in_(their_games))
+            current_membership(conn), m.c.game_id.in_(their_games))
 
         def scope(col: sa.ColumnElement) -> sa.ColumnElement:
             return sa.or_(_ids_filter(col, user_ids), col.in_(open_t), col.in_(current))
@@ -168,15 +233,20 @@ def read_user_inputs(
     tournaments = read_frame(conn, sa.select(
         t.c.id.label("tournament_id"), t.c.game_id, t.c.region, t.c.status, t.c.max_participants,
         t.c.skill_min, t.c.skill_max, t.c.starts_at, t.c.name,
-    ), timestamp_columns=["starts_at"])
+    ))
+    quarantine.saw("tournaments", len(tournaments))
+    tournaments = parse_timestamp_columns(tournaments, ["starts_at"], table="tournaments",
+                                          id_column="tournament_id", quarantine=quarantine)
     m = schema.teams
     teams = read_frame(conn, sa.select(m.c.id.label("team_id"), m.c.game_id, m.c.region))
+    if user_ids is None:  # a one-user refresh does not scan whole tables
+        scan_app_rows(conn, quarantine, ["activities", "team_members"])
     return UserInputs(
         users=users, profiles=profiles, activity_counts=activity_counts,
         unknown_activity_types={str(k): int(v) for k, v in unknown},
         participation=participation, team_counts=team_counts, completeness=completeness,
         tournament_history=tournament_history, team_history=team_history,
-        tournaments=tournaments, teams=teams, population=population,
+        tournaments=tournaments, teams=teams, population=population, quarantine=quarantine,
     )
 
 
@@ -204,15 +274,20 @@ def build_user_feature_set(inputs: UserInputs, now: datetime) -> UserFeatureSet:
         tournaments=tournaments.reset_index(drop=True),
         teams=inputs.teams,
         skipped=skipped,
+        quarantine=inputs.quarantine,
     )
 
 
 # --- candidates --------------------------------------------------------------------------------
 
 
-def read_tournament_candidates(conn: Connection) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Open-status tournaments with registration counts and registrants' mean skill, and their
-    registrations. Deadline and capacity rules are applied in pandas (`build_*_candidates`)."""
+def read_tournament_candidates(
+    conn: Connection,
+) -> tuple[pd.DataFrame, pd.DataFrame, Quarantine]:
+    """Open-status tournaments with registration counts and registrants' mean skill, their
+    registrations, and the tournament rows quarantined (unparsable times, negative capacity,
+    statuses outside the contract). Deadline and capacity rules are applied in pandas
+    (`build_*_candidates`)."""
     t, tp, gp, g = (schema.tournaments, schema.tournament_participants, schema.game_profiles,
                     schema.games)
     open_status = t.c.status.in_(schema.OPEN_TOURNAMENT_STATUSES)
@@ -226,11 +301,35 @@ def read_tournament_candidates(conn: Connection) -> tuple[pd.DataFrame, pd.DataF
         t.outerjoin(g, g.c.id == t.c.game_id)
         .outerjoin(tp, tp.c.tournament_id == t.c.id)
         .outerjoin(gp, (gp.c.user_id == tp.c.user_id) & (gp.c.game_id == t.c.game_id))
-    ).where(open_status).group_by(t.c.id, g.c.name),
-        timestamp_columns=["registration_closes_at", "starts_at", "created_at"])
+    ).where(open_status).group_by(t.c.id, g.c.name))
+    frame, quarantine = validate_tournaments(frame)
+    scan_app_rows(conn, quarantine, ["tournaments"])
     registrations = read_int_frame(conn, sa.select(tp.c.tournament_id, tp.c.user_id).select_from(
         tp.join(t, t.c.id == tp.c.tournament_id)).where(open_status))
-    return frame, registrations
+    return frame, registrations, quarantine
+
+
+def validate_tournaments(frame: pd.DataFrame) -> tuple[pd.DataFrame, Quarantine]:
+    """Candidate tournament rows that break the contract are quarantined and dropped."""
+    quarantine = Quarantine()
+    quarantine.saw("tournaments", len(frame))
+    frame = parse_timestamp_columns(
+        frame, ["registration_closes_at", "starts_at", "created_at"], table="tournaments",
+        id_column="tournament_id", quarantine=quarantine)
+    frame = drop_out_of_range(frame, "max_participants", 0, None, table="tournaments",
+                              id_column="tournament_id", quarantine=quarantine)
+    return frame, quarantine
+
+
+def validate_teams(frame: pd.DataFrame) -> tuple[pd.DataFrame, Quarantine]:
+    """Candidate team rows that break the contract are quarantined and dropped."""
+    quarantine = Quarantine()
+    quarantine.saw("teams", len(frame))
+    frame = parse_timestamp_columns(frame, ["created_at"], table="teams", id_column="team_id",
+                                    quarantine=quarantine)
+    frame = drop_out_of_range(frame, "max_members", 0, None, table="teams", id_column="team_id",
+                              quarantine=quarantine)
+    return frame, quarantine
 
 
 def team_candidates_query(
@@ -254,20 +353,22 @@ def team_candidates_query(
     return query.group_by(m.c.id, g.c.name)
 
 
-def read_team_candidates(conn: Connection) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Teams with current member counts and members' mean skill, and current memberships."""
+def read_team_candidates(conn: Connection) -> tuple[pd.DataFrame, pd.DataFrame, Quarantine]:
+    """Teams with current member counts and members' mean skill, current memberships, and the
+    team (and membership) rows quarantined."""
     tm = schema.team_members
-    current = tm.c.left_at.is_(None)
-    frame = read_frame(conn, team_candidates_query(current), timestamp_columns=["created_at"])
+    current = current_membership(conn)
+    frame, quarantine = validate_teams(read_frame(conn, team_candidates_query(current)))
+    scan_app_rows(conn, quarantine, ["team_members"])
     members = read_int_frame(conn, sa.select(tm.c.team_id, tm.c.user_id).where(current))
-    return frame, members
+    return frame, members, quarantine
 
 
 def load_tournament_candidates(conn: Connection, now: datetime) -> CandidateSet:
-    frame, registrations = read_tournament_candidates(conn)
-    return build_tournament_candidates(frame, registrations, now)
+    frame, registrations, quarantine = read_tournament_candidates(conn)
+    return build_tournament_candidates(frame, registrations, now, quarantine)
 
 
 def load_team_candidates(conn: Connection, now: datetime | None = None) -> CandidateSet:
-    frame, members = read_team_candidates(conn)
-    return build_team_candidates(frame, members, now)
+    frame, members, quarantine = read_team_candidates(conn)
+    return build_team_candidates(frame, members, now, quarantine)

@@ -34,7 +34,7 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import dagster as dg
@@ -59,7 +59,8 @@ from recs_pipeline.compute.retention import (
     validate_retention_days,
 )
 from recs_pipeline.compute.timestamps import to_utc_naive, utc_now
-from recs_pipeline.db import is_postgres
+from recs_pipeline.config import FailFastConfig
+from recs_pipeline.db import SQLITE_DATE_GLOB, is_postgres
 from recs_pipeline.defs.app_tables import app_table_key
 from recs_pipeline.resources import AppDatabase
 from recs_pipeline.retries import transient_errors_retry, transient_retry_policy
@@ -107,6 +108,25 @@ class _Schema:
     timestamptz: frozenset[tuple[str, str]]  # (table, column) stored as timestamptz
     references: tuple[Reference, ...] = ()
     quote: Callable[[str], str] = str
+    sqlite: bool = False
+
+    def older(self, column: str, param: str = "cutoff") -> str:
+        """SQL: `column` is older than the cutoff `:param`, by instant.
+
+        PostgreSQL columns are typed. On SQLite the contract's own form (`YYYY-MM-DD HH:MM:SS`
+        with an optional fraction, naive UTC) compares exactly as text against the whole-second
+        cutoff; any other text is parsed by `julianday()` (`T`, `Z`, offsets; millisecond
+        precision), never compared as text, and text that is not a timestamp is never purged. A
+        text range with a two-day margin (`:cutoff_margin`, wider than any UTC offset) comes
+        first so the timestamp index still bounds the scan.
+        """
+        if not self.sqlite:
+            return f"{column} < :{param}"
+        canonical = (f"{column} GLOB '{SQLITE_CANONICAL_GLOB}' "
+                     f"AND substr({column}, 20) NOT GLOB '*[^0-9.]*'")
+        return (f"{column} < :cutoff_margin AND CASE WHEN {canonical} THEN {column} < :{param} "
+                f"WHEN {column} GLOB '{SQLITE_DATE_GLOB}' "
+                f"THEN julianday({column}) < julianday(:{param}) END")
 
     def references_into(self, table: str) -> tuple[Reference, ...]:
         return tuple(r for r in self.references if r.referred_table == table)
@@ -160,7 +180,13 @@ def _inspect(engine: Engine) -> _Schema:
             tz = {(r[0], r[1]) for r in rows}
     return _Schema(tables=present, timestamptz=frozenset(tz),
                    references=find_references(engine, present),
-                   quote=engine.dialect.identifier_preparer.quote)
+                   quote=engine.dialect.identifier_preparer.quote,
+                   sqlite=engine.dialect.name == "sqlite")
+
+
+# `YYYY-MM-DD HH:MM:SS` and anything after it (the fraction is checked separately).
+SQLITE_CANONICAL_GLOB = (
+    "[0-9][0-9][0-9][0-9]-[0-9][0-9]-[0-9][0-9] [0-9][0-9]:[0-9][0-9]:[0-9][0-9]*")
 
 
 def _bind_ts(bind: Connection | Engine, info: _Schema, table: str, column: str,
@@ -208,7 +234,7 @@ def _event_purgeable(info: _Schema, alias: str, *, unreferenced: bool = True) ->
     with `unreferenced`, also no foreign key points at it."""
     lg = schema.achievement_event_ledger.c
     sql = (
-        f"{alias}.created_at < :cutoff_events "
+        f"{info.older(f'{alias}.created_at', 'cutoff_events')} "
         f"AND EXISTS (SELECT 1 FROM {LEDGER} lg WHERE lg.{lg.event_id.name} = {alias}.id) "
         f"AND NOT {_unresolved_dead_letter(info, f'{alias}.id')}"
     )
@@ -244,7 +270,10 @@ class _IndexedTarget:
 
 
 def _params(conn: Connection, info: _Schema, cutoff: datetime) -> dict[str, Any]:
-    return {"cutoff_events": _bind_ts(conn, info, APP_EVENTS, "created_at", cutoff)}
+    params = {"cutoff_events": _bind_ts(conn, info, APP_EVENTS, "created_at", cutoff)}
+    if info.sqlite:
+        params["cutoff_margin"] = (to_utc_naive(cutoff) + timedelta(days=2)).date().isoformat()
+    return params
 
 
 def _begin_batch(conn: Connection) -> None:
@@ -318,8 +347,8 @@ def _purge_indexed(
                 deleted = int(conn.execute(
                     sa.text(
                         f"DELETE FROM {target.table} WHERE rowid IN (SELECT rowid FROM "
-                        f"{target.table} WHERE {target.ts} < :cutoff AND {target.extra} "
-                        f"ORDER BY {target.ts} LIMIT :n) AND {target.ts} < :cutoff"
+                        f"{target.table} WHERE {info.older(target.ts)} AND {target.extra} "
+                        f"ORDER BY {target.ts} LIMIT :n)"
                     ),
                     params,
                 ).rowcount)
@@ -401,7 +430,7 @@ def _count_kept(engine: Engine, info: _Schema, table: str,
                  f"AND {_referenced(info, APP_EVENTS, APP_EVENTS)}")
         return _count(engine, info, table, where, cutoff, None)
     assert target is not None
-    return _count(engine, info, table, f"{target.ts} < :cutoff AND {target.kept}", cutoff,
+    return _count(engine, info, table, f"{info.older(target.ts)} AND {target.kept}", cutoff,
                   target.ts)
 
 
@@ -445,7 +474,7 @@ def purge_expired_rows(
                 table_stats.rows = _count(engine, info, table, where, cutoff, None)
             else:
                 target = targets[table]
-                where = f"{target.ts} < :cutoff AND {target.extra}"
+                where = f"{info.older(target.ts)} AND {target.extra}"
                 table_stats.rows = _count(engine, info, table, where, cutoff, target.ts)
             table_stats.seconds = time.perf_counter() - t0
         elif table == APP_EVENTS:
@@ -462,7 +491,7 @@ def purge_expired_rows(
 # --- Dagster layer ------------------------------------------------------------------------
 
 
-class RetentionPurgeConfig(dg.Config):
+class RetentionPurgeConfig(FailFastConfig):
     """Settings of one purge run. Out-of-range values fail the run before any data is read."""
 
     retention_days: int = Field(

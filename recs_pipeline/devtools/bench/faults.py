@@ -134,7 +134,8 @@ def run(args: argparse.Namespace) -> int:
     env = {**os.environ, "DAGSTER_HOME": home.name, "RECS_DATABASE_URL": url}
     nightly_config = Path(home.name) / "nightly.yaml"
     as_of = (seed_now + timedelta(hours=12)).isoformat()
-    nightly_config.write_text(f"resources:\n  clock:\n    config:\n      as_of: '{as_of}'\n")
+    nightly_config.write_text(
+        f"resources:\n  clock:\n    config:\n      as_of: '{as_of}'\n      backfill: true\n")
     achievements_config = Path(home.name) / "achievements.yaml"
     achievements_config.write_text(
         "ops:\n  load_events:\n    config:\n      all_pending: true\n")

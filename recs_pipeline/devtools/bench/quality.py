@@ -255,7 +255,7 @@ def run_in_domain(args: argparse.Namespace) -> int:
     from recs_pipeline.resources import AppDatabase, RunClock
 
     db = AppDatabase(url=args.database_url)
-    now = RunClock(as_of=args.as_of).now()
+    now = RunClock(as_of=args.as_of, backfill=True).now()
     window = timedelta(days=args.holdout_days)
     engine = make_engine(db.resolved_url())
     try:

@@ -105,13 +105,13 @@ def refresh_once(url: str, top_k: int = 10, evaluate: bool = True) -> dict[str, 
     t0 = time.perf_counter()
     with engine.connect() as conn:
         inputs = read_user_inputs(conn, now)
-        t_frame, t_regs = read_tournament_candidates(conn)
-        m_frame, m_members = read_team_candidates(conn)
+        t_frame, t_regs, t_quarantine = read_tournament_candidates(conn)
+        m_frame, m_members, m_quarantine = read_team_candidates(conn)
     stages["read"] = time.perf_counter() - t0
     t0 = time.perf_counter()
     users = build_user_feature_set(inputs, now)
-    tournament_candidates = build_tournament_candidates(t_frame, t_regs, now)
-    team_candidates = build_team_candidates(m_frame, m_members, now)
+    tournament_candidates = build_tournament_candidates(t_frame, t_regs, now, t_quarantine)
+    team_candidates = build_team_candidates(m_frame, m_members, now, m_quarantine)
     stages["features"] = time.perf_counter() - t0
     recs = recommend_with(champions, users, tournament_candidates, team_candidates, params, now,
                           ranker=ranker)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+from pathlib import Path
 
 import dagster as dg
 import pytest
@@ -260,3 +261,28 @@ def test_large_batch_write_path(app_db: AppDatabase, engine: Engine) -> None:
     assert count == n - n // 5  # including the pre-existing one, untouched
     assert len(data.ledger(engine)) == n
     assert _metadata(_run(app_db, config), "award_and_mark_processed")["events_processed"] == 0
+
+
+def test_unparsable_created_at_is_dead_lettered_and_the_batch_goes_on(tmp_path: Path) -> None:
+    """SQLite stores text, so an app can write `created_at = 'yesterday'` (PostgreSQL's typed
+    column cannot hold it): that one event is dead-lettered, the rest are awarded."""
+    from recs_pipeline.bootstrap import init_app_database
+    from recs_pipeline.db import make_engine
+
+    url = f"sqlite:///{tmp_path / 'app.db'}"
+    engine = make_engine(url)
+    init_app_database(engine)
+    data.build_world(engine)
+    with engine.begin() as conn:
+        event_id = conn.exec_driver_sql(
+            "INSERT INTO app_events (event_type, user_id, payload, created_at) "
+            "VALUES ('team_joined', 2, NULL, 'yesterday') RETURNING id").scalar_one()
+    result = _run(AppDatabase(url=url), {"ops": {"load_events": {"config": {
+        "event_id_ranges": [[1, event_id]], "event_ids": [13]}}}})
+    assert data.awards(engine) == data.EXPECTED_AWARDS
+    assert data.dead_letters(engine)[event_id][0] == "bad_created_at"
+    assert {e: r for e, (r, _) in data.dead_letters(engine).items() if e != event_id} == (
+        data.EXPECTED_DEAD)
+    assert _metadata(result, "award_and_mark_processed")["dead_letter_reasons"][
+        "bad_created_at"] == 1
+    engine.dispose()

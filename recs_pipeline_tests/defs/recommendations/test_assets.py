@@ -22,7 +22,7 @@ from recs_pipeline.defs.recommendations.jobs import refresh_user_recommendations
 from recs_pipeline.defs.recommendations.publishing import KINDS, TEAMS, TOURNAMENTS, stage, swap
 from recs_pipeline.defs.recommendations.reading import read_user_inputs
 from recs_pipeline.defs.recommendations.schedules import build_nightly_recommendations_schedule
-from recs_pipeline.resources import AppDatabase, RunClock
+from recs_pipeline.resources import AppDatabase, InputQuarantinePolicy, RunClock
 from recs_pipeline_tests.conftest import _reset_postgres_schema, postgres_url
 from recs_pipeline_tests.recommendation_world import (
     AS_OF,
@@ -35,11 +35,11 @@ from recs_pipeline_tests.recommendation_world import (
 
 
 def _resources(app_db: AppDatabase) -> dict[str, object]:
-    return {"app_db": app_db, "clock": RunClock()}
+    return {"app_db": app_db, "clock": RunClock(), "input_quarantine": InputQuarantinePolicy()}
 
 
 RECOMMENDATION_ASSETS = dg.load_assets_from_modules([rec_assets, quality_assets])
-ASSET_CONFIG = {"resources": {"clock": {"config": {"as_of": AS_OF}}}}
+ASSET_CONFIG = {"resources": {"clock": {"config": {"as_of": AS_OF, "backfill": True}}}}
 
 
 def _materialize(app_db: AppDatabase, instance: dg.DagsterInstance) -> dg.ExecuteInProcessResult:
@@ -81,7 +81,11 @@ def test_nightly_publishes_exactly_the_eligible_rows(
     assert _pairs(m, "team_id") == expected_pairs(EXPECTED_TEAMS)
     assert (t["generated_at"].astype(str).str.startswith("2030-01-01 12:00:00")).all()
     checks = _check_evaluations(result)
-    assert len(checks) == 14 and all(checks.values())
+    # the 14 publish and quality checks, plus one input_quarantine check per reading asset
+    assert len(checks) == 17 and all(checks.values())
+    assert {k for k in checks if k[1] == "input_quarantine"} == {
+        (a, "input_quarantine") for a in ("user_features", "tournament_candidates",
+                                          "team_candidates")}
     # metadata: counts, coverage, preview without email
     mat = result.asset_materializations_for_node("publish_recommendations")
     meta = {m.asset_key.to_user_string(): m.metadata for m in mat}

@@ -18,19 +18,19 @@ from recs_pipeline.defs.recommendations.bucketed import (
     nightly_recommendations_bucketed_job,
 )
 from recs_pipeline.devtools.seed import SeedConfig, seed_database
-from recs_pipeline.resources import AppDatabase, RunClock
+from recs_pipeline.resources import AppDatabase, InputQuarantinePolicy, RunClock
 from recs_pipeline_tests.recommendation_world import AS_OF, NOW, insert_world
 
 
 def _resources(app_db: AppDatabase) -> dict[str, object]:
-    return {"app_db": app_db, "clock": RunClock()}
+    return {"app_db": app_db, "clock": RunClock(), "input_quarantine": InputQuarantinePolicy()}
 
 
 RECOMMENDATION_ASSETS = dg.load_assets_from_modules([recommendation_assets, quality_assets])
 
 
 def _clock_config(as_of: str) -> dict:
-    return {"resources": {"clock": {"config": {"as_of": as_of}}}}
+    return {"resources": {"clock": {"config": {"as_of": as_of, "backfill": True}}}}
 
 
 def _single_process_config(as_of: str) -> dict:

@@ -21,7 +21,7 @@ from recs_pipeline.defs.recommendations.checks import (
 )
 from recs_pipeline.defs.recommendations.quality import recommendation_quality
 from recs_pipeline.devtools.seed import SeedConfig, seed_database
-from recs_pipeline.resources import AppDatabase, RunClock
+from recs_pipeline.resources import AppDatabase, InputQuarantinePolicy, RunClock
 
 SEED_NOW = datetime(2026, 6, 1)
 AS_OF = "2026-06-01T00:00:00"
@@ -35,12 +35,12 @@ def seeded(engine: Engine) -> Engine:
 
 
 def _resources(app_db: AppDatabase) -> dict[str, object]:
-    return {"app_db": app_db, "clock": RunClock()}
+    return {"app_db": app_db, "clock": RunClock(), "input_quarantine": InputQuarantinePolicy()}
 
 
 def _job_config(**quality: Any) -> dict[str, Any]:
     return {
-        "resources": {"clock": {"config": {"as_of": AS_OF}}},
+        "resources": {"clock": {"config": {"as_of": AS_OF, "backfill": True}}},
         "ops": {"recommendation_quality": {"config": {"min_users": 10, **quality}}},
     }
 
@@ -81,7 +81,7 @@ def test_quality_asset_figures(app_db: AppDatabase, seeded: Engine,
                                dagster_instance: dg.DagsterInstance) -> None:
     result = dg.materialize(
         [recommendation_quality], resources=_resources(app_db), instance=dagster_instance,
-        run_config={"resources": {"clock": {"config": {"as_of": AS_OF}}}},
+        run_config={"resources": {"clock": {"config": {"as_of": AS_OF, "backfill": True}}}},
     )
     assert result.success
     evaluation = result.output_for_node("recommendation_quality")

@@ -13,7 +13,7 @@ from recs_pipeline import schema
 from recs_pipeline.definitions import defs
 from recs_pipeline.devtools.seed import SeedSummary, write_tables
 from recs_pipeline.devtools.worlds import generate_world
-from recs_pipeline.resources import AppDatabase, RunClock
+from recs_pipeline.resources import AppDatabase, InputQuarantinePolicy, RunClock
 
 NOW = datetime(2026, 6, 1)
 USERS = 2500
@@ -24,8 +24,10 @@ def _nightly(app_db: AppDatabase, engine: Engine, world: str,
     write_tables(engine, generate_world(world, USERS, 3, NOW),
                  SeedSummary(users=USERS, seed=3, now=NOW), progress=False)
     result = defs.resolve_job_def("nightly_recommendations_job").execute_in_process(
-        run_config={"resources": {"clock": {"config": {"as_of": NOW.isoformat()}}}},
-        resources={"app_db": app_db, "clock": RunClock()}, instance=instance)
+        run_config={"resources": {"clock": {"config": {
+            "as_of": NOW.isoformat(), "backfill": True}}}},
+        resources={"app_db": app_db, "clock": RunClock(),
+                   "input_quarantine": InputQuarantinePolicy()}, instance=instance)
     assert result.success
     return result
 
