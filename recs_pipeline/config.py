@@ -44,7 +44,7 @@ def validate_run_config(
 ) -> None:
     """Build every listed op's config from the run config now (op name -> its Config class), so
     a later step's bad value fails this first step (`dg.Failure`, not retried)."""
-    ops = (context.run_config or {}).get("ops", {})
+    ops = (context.run.run_config or {}).get("ops", {})
     for op_name, config_class in configs.items():
         values = (ops.get(op_name) or {}).get("config") or {}
         try:
