@@ -62,14 +62,6 @@ class Quarantine:
         """`rows` rows of `table` were examined (the denominator of the table's share)."""
         self.examined[table] = max(self.examined.get(table, 0), int(rows))
 
-    def merge(self, other: Quarantine) -> Quarantine:
-        merged = Quarantine(dict(self.entries), dict(self.examined))
-        for e in other.entries.values():
-            merged.add(e.table, e.column, e.reason, e.example_ids, rows=e.rows, effect=e.effect)
-        for table, rows in other.examined.items():
-            merged.saw(table, rows)
-        return merged
-
     @property
     def total(self) -> int:
         return sum(e.rows for e in self.entries.values())

@@ -50,7 +50,7 @@ def quarantine_check_result(
     asset_key: str, quarantine: Quarantine, policy: InputQuarantinePolicy
 ) -> dg.AssetCheckResult:
     shares = quarantine.shares()
-    worst = max(shares.values(), default=0.0)
+    worst = quarantine.max_share()
     rows = quarantine.rows_by_table()
     failed = any(share > policy.error_share and rows[table] >= policy.error_min_rows
                  for table, share in shares.items())
