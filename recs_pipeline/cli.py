@@ -17,6 +17,9 @@ from recs_pipeline.devtools.bench import BENCH_TOPICS
 from recs_pipeline.resources import AppDatabase
 
 EXIT_USAGE = 2
+# `seed` builds every row in memory before writing them in one transaction: about 1.6 GiB per
+# million users (docs/performance.md), so 16 GiB at the 10M users the pipeline is sized for.
+MAX_SEED_USERS = 10_000_000
 
 
 class CliError(Exception):
@@ -40,6 +43,15 @@ def _non_negative_int(text: str) -> int:
         raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {text!r}") from None
     if value < 0:
         raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {value}")
+    return value
+
+
+def _seed_user_count(text: str) -> int:
+    value = _positive_int(text)
+    if value > MAX_SEED_USERS:
+        raise argparse.ArgumentTypeError(
+            f"expected at most {MAX_SEED_USERS:,} users (seeding holds every row in memory, "
+            f"about 1.6 GiB per million users), got {value:,}")
     return value
 
 
@@ -82,6 +94,9 @@ def cmd_seed(args: argparse.Namespace) -> int:
             progress=not args.no_progress,
             replace=args.replace,
         )
+    except MemoryError:  # below MAX_SEED_USERS on a smaller machine; the transaction rolled back
+        raise CliError(f"not enough memory to seed {args.users:,} users (about 1.6 GiB per "
+                       "million users); nothing was written") from None
     finally:
         engine.dispose()
     print(summary.render())
@@ -129,7 +144,8 @@ def build_parser() -> argparse.ArgumentParser:
     init_db.set_defaults(func=cmd_init_db)
 
     seed = sub.add_parser("seed", help="fill the app tables with deterministic demo data")
-    seed.add_argument("--users", type=_positive_int, default=10_000, help="number of users")
+    seed.add_argument("--users", type=_seed_user_count, default=10_000,
+                      help=f"number of users (at most {MAX_SEED_USERS:,})")
     seed.add_argument("--seed", type=_non_negative_int, default=42, help="random seed")
     seed.add_argument("--now", type=_iso_datetime, default=None,
                       help="anchor date/time, ISO, UTC (default: today 00:00 UTC)")

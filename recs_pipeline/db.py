@@ -17,11 +17,13 @@ import io
 import logging
 import operator
 import queue
+import re
 import threading
 import time
 from collections.abc import Iterable, Iterator
 from datetime import datetime, timedelta
 from pathlib import Path
+from urllib.parse import unquote
 
 import numpy as np
 import pandas as pd
@@ -57,12 +59,46 @@ def default_database_url() -> str:
     return f"sqlite:///{DEFAULT_SQLITE_PATH.as_posix()}"
 
 
+# Where a URL can hold a password, parsable or not (`redact_url`, `_scrub`):
+_SECRET_PATTERNS = (
+    # "scheme://user:password@host": the password runs to the LAST "@", as an unescaped "@" or
+    # "/" in it is still the password (SQLAlchemy stops at the first "@"). The scheme may be
+    # missing; "scheme:///path" and "user@host:port" are not credentials.
+    re.compile(r"^(?:[^:/@]+://)?[^:/@]*:(?!//)(?P<secret>.*)@"),
+    # libpq also takes the password as a query parameter.
+    re.compile(r"[?&]password=(?P<secret>[^&#]*)", re.IGNORECASE),
+)
+# "scheme://user:password/db" (no "@host"): the password stands where the port would be.
+_PORT_SECRET = re.compile(r"^[^:/@]+://[^:/@?\[]*:(?P<secret>[^/?#]*[^/?#\d][^/?#]*)")
+
+
+def _secret_spans(url: str) -> list[tuple[int, int]]:
+    spans = [m.span("secret") for pattern in _SECRET_PATTERNS for m in pattern.finditer(url)]
+    if "@" not in url:
+        spans += [m.span("secret") for m in _PORT_SECRET.finditer(url)]
+    return sorted(spans)
+
+
 def redact_url(url: str) -> str:
-    """The URL with any password hidden, for logs and metadata."""
-    try:
-        return sa.make_url(url).render_as_string(hide_password=True)
-    except Exception:  # an unparsable URL is reported by make_engine
-        return "<unparsable database URL>"
+    """The URL with any password hidden, for logs, errors and metadata; also when unparsable."""
+    out: list[str] = []
+    end = 0
+    for start, stop in _secret_spans(url):
+        if start >= end:  # spans of different patterns can overlap: hide their union
+            out.append(url[end:start] + "***")
+        end = max(end, stop)
+    return "".join(out) + url[end:]
+
+
+def _scrub(text: str, url: str) -> str:
+    """A driver's or SQLAlchemy's message about `url`, with the URL and its password hidden."""
+    text = text.replace(url, redact_url(url))
+    for start, stop in _secret_spans(url):
+        secret = url[start:stop]
+        for form in {secret, unquote(secret)}:  # drivers see the password percent-decoded
+            if form:
+                text = text.replace(form, "***")
+    return text
 
 
 def make_engine(
@@ -74,10 +110,19 @@ def make_engine(
     On SQLite, `sqlite_wal` switches the file to WAL (persistent; see `ensure_sqlite_wal`); with
     `sqlite_wal=False` the file's journal mode is left as it is.
     """
+    parse_error: str | None = None
     try:
         parsed = sa.make_url(url)
     except Exception as exc:
-        raise DatabaseConfigError(f"cannot parse database URL {url!r}: {exc}") from None
+        parse_error = _scrub(str(exc), url)
+    # Raised outside the handler: SQLAlchemy's error, which may quote the password (as a port),
+    # must not ride along as the context, even a suppressed one.
+    if parse_error is not None:
+        raise DatabaseConfigError(f"cannot parse database URL {redact_url(url)}: {parse_error}")
+    if "@" in (parsed.host or ""):  # SQLAlchemy took the password's tail for the host
+        raise DatabaseConfigError(
+            f"cannot parse database URL {redact_url(url)}: an '@' in the password must be "
+            "written %40")
     if parsed.get_backend_name() not in SUPPORTED_DIALECTS:
         raise DatabaseConfigError(
             f"unsupported database scheme {parsed.drivername!r} in {redact_url(url)}; "
@@ -87,7 +132,13 @@ def make_engine(
     if parsed.get_backend_name() == "sqlite":
         database = parsed.database or ""
         if database and database != ":memory:" and not database.startswith("file:"):
-            Path(database).parent.mkdir(parents=True, exist_ok=True)
+            directory = Path(database).parent
+            try:
+                directory.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:  # read-only, /proc, a regular file in the way, ...
+                raise DatabaseConfigError(
+                    f"cannot create directory {directory} for the SQLite database: "
+                    f"{exc.strerror or exc}") from None
         kwargs.setdefault("connect_args", {"timeout": SQLITE_BUSY_TIMEOUT_S})
     else:
         # Every PostgreSQL session works in UTC: naive timestamps we bind are UTC, and
@@ -98,10 +149,11 @@ def make_engine(
         engine = sa.create_engine(parsed, **kwargs)  # type: ignore[arg-type]
     except ImportError as exc:
         raise DatabaseConfigError(
-            f"no driver for {parsed.drivername!r}: {exc}"
+            f"no driver for {parsed.drivername!r}: {_scrub(str(exc), url)}"
         ) from None
     except Exception as exc:
-        raise DatabaseConfigError(f"cannot create engine for {redact_url(url)}: {exc}") from None
+        raise DatabaseConfigError(
+            f"cannot create engine for {redact_url(url)}: {_scrub(str(exc), url)}") from None
     if parsed.get_backend_name() == "sqlite":
         _configure_sqlite(engine)
     if check_connection:
@@ -110,7 +162,7 @@ def make_engine(
                 conn.execute(sa.text("SELECT 1"))
         except sa.exc.SQLAlchemyError as exc:
             engine.dispose()
-            reason = str(getattr(exc, "orig", exc)).strip().splitlines()[0]
+            reason = _scrub(str(getattr(exc, "orig", exc)).strip().splitlines()[0], url)
             # Wrong credentials or a missing database will not heal by waiting. (The drivers
             # give no SQLSTATE for errors during connection set-up: the server's message says.)
             message = str(getattr(exc, "orig", exc))

@@ -484,9 +484,10 @@ class ReplaySummary:
         if self.result is not None:
             r = self.result
             redone = r.outcomes[OUTCOME_AWARDED] + r.outcomes[OUTCOME_NO_AWARD]
+            counts = r.dead_letters["reason"].value_counts().sort_index()
+            by_reason = {str(reason): int(n) for reason, n in counts.items()}  # plain ints print
             lines.append(f"processed {redone}, {len(r.awarded)} new awards, still dead-lettered "
-                         f"{len(r.dead_letters)} "
-                         f"{dict(r.dead_letters['reason'].value_counts().sort_index())}")
+                         f"{len(r.dead_letters)} {by_reason}")
             if r.missing_ids:
                 lines.append(f"{len(r.missing_ids)} events no longer exist in app_events: "
                              f"{r.missing_ids[:20]}")
