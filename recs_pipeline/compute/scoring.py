@@ -51,7 +51,13 @@ from recs_pipeline.compute.features import (
     UserFeatureSet,
     smoothed_affinity,
 )
-from recs_pipeline.compute.names import key_codes, name_vectors, organiser_key, series_key
+from recs_pipeline.compute.names import (
+    display_names,
+    key_codes,
+    name_vectors,
+    organiser_key,
+    series_key,
+)
 from recs_pipeline.compute.ranker import CandidatePool
 from recs_pipeline.compute.reranking import (
     HOUR_BINS,
@@ -62,7 +68,7 @@ from recs_pipeline.compute.reranking import (
     pair_features,
     utc_offsets,
 )
-from recs_pipeline.schema import GLOBAL_REGION
+from recs_pipeline.schema import GLOBAL_REGION, KNOWN_REGIONS, MAX_SKILL_RATING
 
 MODEL_NAME = "blend-v1"
 MODEL_SUFFIX = "-v1"  # a contender's model_version is "<name>-v1-<digest>"
@@ -487,38 +493,47 @@ def top_k_per_user(
 # --- reasons -----------------------------------------------------------------------------------
 
 
+# Sentences are pipeline wording; the only outside text in them is `{game}` (a sanitised
+# `display_name`, or "game <id>") and, via `{item}`, a known region's label (`_REGION_LABELS`).
 _TOURNAMENT_TEMPLATES = {
     "coplay": "{n} {players} you've played with {verb} registered",
-    "skill": "{region} {game} tournament for your rating ({skill:,}), {spots}",
+    "skill": "{item} for your rating{skill}, {spots}",
     "affinity": "Like the {game} tournaments you play: {size}, {slot}",
     "collaborative": "Players like you signed up for this {game} tournament, "
     "{fill}/{cap} registered",
-    "popularity": "Popular {region} {game} tournament, {fill}/{cap} registered",
+    "popularity": "Popular {item}, {fill}/{cap} registered",
 }
 _TEAM_TEMPLATES = {
     "coplay": "{n} {players} you've played with {verb} on this team",
-    "skill": "{region} {game} team near your rating ({skill:,}), {spots}",
-    "affinity": "{region} {game} team for a game you play a lot, {spots}",
-    "collaborative": "Players like you are on this {region} {game} team, {spots}",
-    "popularity": "Active {region} {game} team, {fill}/{cap} members, {spots}",
+    "skill": "{item} near your rating{skill}, {spots}",
+    "affinity": "{item} for a game you play a lot, {spots}",
+    "collaborative": "Players like you are on this {item}, {spots}",
+    "popularity": "Active {item}, {fill}/{cap} members, {spots}",
 }
 _REASON_KINDS = ("coplay", "skill", "affinity", "collaborative", "popularity")
+_REGION_LABELS = {**{r: r.upper() for r in KNOWN_REGIONS}, GLOBAL_REGION: "Global"}
+GAME_NAME_MAX_CHARS = 40  # with it the longest sentence stays far below REASON_MAX_CHARS
+_VALUE_BITS = 20  # a sentence key's low bits: the co-play count or the rating
+_VALUE_MASK = (1 << _VALUE_BITS) - 1
+_NO_RATING = _VALUE_MASK  # above any valid rating: a rating outside the contract, not shown
 
 
-def _region_label(region: str) -> str:
-    return "Global" if region == GLOBAL_REGION else region.upper()
+def _item_phrase(region: str | None, game: str, noun: str) -> str:
+    # An unknown region is never copied: the item is in the user's region by eligibility.
+    return f"{region} {game} {noun}" if region else f"{game} {noun} in your region"
 
 
-def _item_labels(kind: str, items: pd.DataFrame) -> dict[str, list[object]]:
+def _item_labels(kind: str, items: pd.DataFrame) -> dict[str, list[Any]]:
     """Per candidate, the values its sentences use (as plain Python lists)."""
     is_tournament = kind == "tournaments"
-    names = items["game_name"].astype(object).where(items["game_name"].notna(), None).tolist()
-    games = [n if isinstance(n, str) and n else f"game {g}"
+    names = display_names(items["game_name"], GAME_NAME_MAX_CHARS).tolist()
+    games = [n if n is not None else f"game {g}"
              for n, g in zip(names, items["game_id"].tolist(), strict=True)]
     n = len(items)
     return {
         "game": games,
-        "region": [_region_label(str(r)) for r in items["region"].tolist()],
+        "region": [_REGION_LABELS.get(r) if isinstance(r, str) else None
+                   for r in items["region"].tolist()],
         "spots": items["open_slots"].astype(np.int64).tolist(),
         "fill": items["registered" if is_tournament else "members"].astype(np.int64).tolist(),
         "cap": items["max_participants" if is_tournament else "max_members"]
@@ -542,12 +557,14 @@ def build_reasons(
     row of `items`; coplay: co-players attached; skill: the user's rating for the item's game.
     A sentence depends only on (kind, item, co-play count or rating), so each DISTINCT
     combination is formatted once (an integer key, `pd.factorize`) and gathered back: no
-    per-row string work at 10M rows.
+    per-row string work at 10M rows. Names are sanitised once per distinct name. A rating
+    outside the contract's 0..MAX_SKILL_RATING (or missing) is left out of the sentence.
     """
     n = len(reason_kind)
     if n == 0:
         return np.zeros(0, dtype=object)
     templates = _TOURNAMENT_TEMPLATES if kind == "tournaments" else _TEAM_TEMPLATES
+    noun = "tournament" if kind == "tournaments" else "team"
     reason_kind = np.asarray(reason_kind)
     if np.issubdtype(reason_kind.dtype, np.integer):
         code = reason_kind.astype(np.int64)
@@ -558,23 +575,25 @@ def build_reasons(
     if ((code < 0) | (code >= len(_REASON_KINDS))).any():
         raise ValueError("unknown reason kind(s)")
     item_part = np.where(code == 0, 0, np.asarray(item_idx, dtype=np.int64) + 1)
-    value = np.where(code == 0, np.asarray(coplay, dtype=np.int64),
-                     np.where(code == 1, np.asarray(skill, dtype=np.int64), 0))
-    value = np.clip(value, 0, (1 << 20) - 1)
-    key = (code << 58) | (item_part << 20) | value
+    rating = np.asarray(skill, dtype=np.float64)
+    rating = np.where((rating >= 0) & (rating <= MAX_SKILL_RATING), rating, _NO_RATING)
+    value = np.where(code == 0, np.clip(np.asarray(coplay, dtype=np.int64), 0, _VALUE_MASK),
+                     np.where(code == 1, rating.astype(np.int64), 0))
+    key = (code << 58) | (item_part << _VALUE_BITS) | value
     codes, uniques = pd.factorize(key)
     labels = _item_labels(kind, items)
     sentences: list[str] = []
     for k in np.asarray(uniques).tolist():
-        c, item, v = k >> 58, ((k >> 20) & ((1 << 38) - 1)) - 1, k & ((1 << 20) - 1)
+        c, item, v = k >> 58, ((k >> _VALUE_BITS) & ((1 << 38) - 1)) - 1, k & _VALUE_MASK
         name = _REASON_KINDS[c]
         if name == "coplay":
             text = templates[name].format(
                 n=v, players="player" if v == 1 else "players", verb="is" if v == 1 else "are")
         else:
-            spots = labels["spots"][item]
+            spots, game = labels["spots"][item], labels["game"][item]
             text = templates[name].format(
-                region=labels["region"][item], game=labels["game"][item], skill=v,
+                item=_item_phrase(labels["region"][item], game, noun), game=game,
+                skill="" if v == _NO_RATING else f" ({v:,})",
                 spots=f"{spots} open spot" if spots == 1 else f"{spots} open spots",
                 fill=labels["fill"][item], cap=labels["cap"][item],
                 size=SIZE_LABELS[labels["size"][item]], slot=SLOT_LABELS[labels["slot"][item]],

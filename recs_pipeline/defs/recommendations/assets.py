@@ -11,7 +11,9 @@ numpy-backed frames costs ~1-2 s at 1M users (measured in the benchmark's totals
 """
 
 
+import html
 import time
+import unicodedata
 from datetime import datetime
 from typing import Any
 
@@ -26,9 +28,10 @@ from recs_pipeline.compute.candidates import (
 )
 from recs_pipeline.compute.champion import recommend_with
 from recs_pipeline.compute.features import UserFeatureSet
+from recs_pipeline.compute.names import display_names
 from recs_pipeline.compute.quality import QualityEvaluation
 from recs_pipeline.compute.quarantine import Quarantine
-from recs_pipeline.compute.scoring import ScoringParams
+from recs_pipeline.compute.scoring import GAME_NAME_MAX_CHARS, ScoringParams
 from recs_pipeline.config import validate_run_config
 from recs_pipeline.defs.app_tables import app_table_key
 from recs_pipeline.defs.recommendations.checks import (
@@ -56,12 +59,20 @@ RECOMMENDATIONS_GROUP = "recommendations"
 PREVIEW_USERS = 3
 
 
+def _markdown_cell(value: object) -> str:
+    """A cell's text, inert as table syntax and as HTML (app text such as regions lands here):
+    line breaks become spaces, other control / format characters go, `<>&"'` become entities."""
+    text = "".join(" " if ch.isspace() else ch for ch in str(value)
+                   if ch.isspace() or unicodedata.category(ch)[0] != "C")
+    return html.escape(text, quote=True).replace("|", "\\|")
+
+
 def markdown_table(frame: pd.DataFrame) -> str:
     """A small DataFrame as a markdown table (no external dependency)."""
-    cols = [str(c) for c in frame.columns]
+    cols = [_markdown_cell(c) for c in frame.columns]
     lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
     for row in frame.itertuples(index=False):
-        cells = [str(v).replace("|", "\\|") for v in row]
+        cells = [_markdown_cell(v) for v in row]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -134,6 +145,9 @@ def log_quarantine(context: dg.AssetExecutionContext, quarantine: Quarantine) ->
 
 def _candidate_metadata(cands: CandidateSet, now: datetime, read_s: float, build_s: float,
                         preview_cols: list[str]) -> dict[str, Any]:
+    preview = cands.items.head(5)[preview_cols]
+    # Game names as reasons show them: the app's raw text never reaches metadata.
+    preview = preview.assign(game_name=display_names(preview["game_name"], GAME_NAME_MAX_CHARS))
     return {
         "dagster/row_count": len(cands.items),
         "as_of": now.isoformat(),
@@ -142,7 +156,7 @@ def _candidate_metadata(cands: CandidateSet, now: datetime, read_s: float, build
         **quarantine_metadata(cands.quarantine),
         "seconds_read": round(read_s, 3),
         "seconds_build": round(build_s, 3),
-        "preview": dg.MetadataValue.md(markdown_table(cands.items.head(5)[preview_cols])),
+        "preview": dg.MetadataValue.md(markdown_table(preview)),
     }
 
 

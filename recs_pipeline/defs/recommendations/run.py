@@ -24,6 +24,7 @@ from recs_pipeline.defs.recommendations.checks import (
     MIN_COVERAGE,
     CheckOutcome,
     evaluate_recommendation_checks,
+    staged_own_email_rows,
     summarize_recommendations,
 )
 from recs_pipeline.defs.recommendations.publishing import (
@@ -115,7 +116,9 @@ def _check_staged(
     matches = fingerprints_match(staged_fp, frame_fingerprint(frame, kind.item_column))
     summary = summarize_recommendations(frame, kind.item_column, top_k)
     summary["rows"] = int(staged_fp["rows"])
-    summary["rows_with_pii"] = max(summary["rows_with_pii"], int(staged_fp["email_like"]))
+    # The staged rows are the frame's (fingerprint, `staged_matches`), so the frame's email-shaped
+    # count holds for them; their users' own emails can only be looked for in the database.
+    summary["rows_with_own_email"] = staged_own_email_rows(conn, kind.staging_name)
     violations = violations_for(kind, frame, users, candidates, now)
     return evaluate_recommendation_checks(
         kind.name, summary, violations, recs.users_with_candidates[kind.name],
