@@ -15,4 +15,5 @@ BENCH_TOPICS: dict[str, str] = {
     "recommendations": "recs_pipeline.devtools.bench.recommendations",
     "swap": "recs_pipeline.devtools.bench.swap",
     "faults": "recs_pipeline.devtools.bench.faults",
+    "bad-input": "recs_pipeline.devtools.bench.bad_input",
 }

@@ -27,11 +27,8 @@ from __future__ import annotations
 
 import argparse
 import os
-import signal
 import subprocess
-import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -58,48 +55,6 @@ def _pg_ctl(cluster: str, *action: str) -> None:
                    check=True, capture_output=True)
 
 
-class _Run:
-    """One `dagster job execute` process, its output collected by a thread."""
-
-    def __init__(self, job: str, env: dict[str, str], config: Path | None) -> None:
-        cmd = [str(Path(sys.executable).parent / "dagster"), "job", "execute",
-               "-m", "recs_pipeline.definitions", "-j", job]
-        if config is not None:
-            cmd += ["-c", str(config)]
-        self.started = time.monotonic()
-        self.proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE,
-                                     stderr=subprocess.STDOUT, text=True, start_new_session=True)
-        self.lines: list[str] = []
-        self.reader = threading.Thread(target=self._read, daemon=True)
-        self.reader.start()
-
-    def _read(self) -> None:
-        assert self.proc.stdout is not None
-        for line in self.proc.stdout:
-            self.lines.append(line)
-
-    def saw(self, text: str) -> bool:
-        return any(text in line for line in list(self.lines))
-
-    def wait(self, timeout: float = 900) -> tuple[int, float, int]:
-        rc = self.proc.wait(timeout=timeout)
-        self.reader.join(timeout=10)
-        retries = sum("STEP_UP_FOR_RETRY" in line for line in self.lines)
-        return rc, time.monotonic() - self.started, retries
-
-    def kill(self) -> None:
-        os.killpg(self.proc.pid, signal.SIGKILL)
-
-
-def _wait_for(predicate: Any, timeout: float, interval: float = 0.05) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(interval)
-    return False
-
-
 def run(args: argparse.Namespace) -> int:
     from datetime import timedelta
 
@@ -110,6 +65,7 @@ def run(args: argparse.Namespace) -> int:
     from recs_pipeline.cli import CliError
     from recs_pipeline.compute.timestamps import utc_now
     from recs_pipeline.db import make_engine
+    from recs_pipeline.devtools.bench.jobs import JobRun, wait_for
     from recs_pipeline.devtools.bench.seed import _recreate_postgres
     from recs_pipeline.devtools.seed import SeedConfig, seed_database
 
@@ -168,10 +124,10 @@ def run(args: argparse.Namespace) -> int:
             _pg_ctl(args.cluster, "start")
 
     def nightly(fault: str) -> None:
-        run_ = _Run("nightly_recommendations_job", env, nightly_config)
+        run_ = JobRun("nightly_recommendations_job", env, nightly_config)
         blocker: list[Any] = []
         if fault in ("restart", "immediate-stop"):
-            _wait_for(lambda: run_.saw("STEP_START"), 120)
+            wait_for(lambda: run_.saw("STEP_START"), 120)
             time.sleep(2.0)
             inject(fault)
         elif fault in ("kill-at-swap", "blocker-at-swap"):
@@ -187,7 +143,7 @@ def run(args: argparse.Namespace) -> int:
                         "SELECT count(*) FROM pg_stat_activity WHERE query ILIKE "
                         "'LOCK TABLE%' AND pid <> pg_backend_pid()")).scalar_one())
 
-            if _wait_for(at_swap, 600, interval=0.01):
+            if wait_for(at_swap, 600, interval=0.01):
                 if fault == "kill-at-swap":
                     run_.kill()
                     blocker[0].rollback()
@@ -202,7 +158,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"  nightly-{fault}: exit {rc}, {retries} step retries, {seconds:.1f} s; "
               f"published: {published()}")
         if fault == "kill-at-swap":
-            rc, seconds, retries = _Run("nightly_recommendations_job", env,
+            rc, seconds, retries = JobRun("nightly_recommendations_job", env,
                                         nightly_config).wait()
             print(f"  the next run: exit {rc}, {seconds:.1f} s; published: {published()}")
 
@@ -215,8 +171,8 @@ def run(args: argparse.Namespace) -> int:
                           schema.achievement_dead_letters):
                 conn.execute(table.delete())
             pending = len(pending_event_ids(conn, limit=10_000_000))
-        run_ = _Run("achievements_job", env, achievements_config)
-        _wait_for(lambda: run_.saw("STEP_START"), 120, interval=0.01)
+        run_ = JobRun("achievements_job", env, achievements_config)
+        wait_for(lambda: run_.saw("STEP_START"), 120, interval=0.01)
         inject(kind)
         rc, seconds, retries = run_.wait()
         with check.connect() as conn:
@@ -235,8 +191,8 @@ def run(args: argparse.Namespace) -> int:
         with check.connect() as conn:
             young = conn.execute(sa.text("SELECT count(*) FROM activities WHERE created_at >= "
                                          ":c"), {"c": cutoff + timedelta(minutes=5)}).scalar_one()
-        run_ = _Run("retention_purge_job", env, retention_config)
-        _wait_for(lambda: run_.saw("batch of"), 120, interval=0.01)
+        run_ = JobRun("retention_purge_job", env, retention_config)
+        wait_for(lambda: run_.saw("batch of"), 120, interval=0.01)
         inject("restart")
         rc, seconds, retries = run_.wait()
         with check.connect() as conn:
@@ -248,7 +204,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"  retention-restart: exit {rc}, {retries} step retries, {seconds:.1f} s; "
               f"expired activities left {old:,}, younger kept {young_after:,} of {young:,}")
 
-    baseline = _Run("nightly_recommendations_job", env, nightly_config).wait()
+    baseline = JobRun("nightly_recommendations_job", env, nightly_config).wait()
     print(f"  clean nightly run: exit {baseline[0]}, {baseline[1]:.1f} s; "
           f"published: {published()}")
     try:
