@@ -101,15 +101,8 @@ def _scrub(text: str, url: str) -> str:
     return text
 
 
-def make_engine(
-    url: str, *, check_connection: bool = True, sqlite_wal: bool = True, **engine_kwargs: object
-) -> Engine:
-    """Create an engine for the app database, failing with a one-line `DatabaseConfigError`.
-
-    Both `postgresql://` (psycopg 3 under SQLAlchemy 2.1) and `postgresql+psycopg2://` work.
-    On SQLite, `sqlite_wal` switches the file to WAL (persistent; see `ensure_sqlite_wal`); with
-    `sqlite_wal=False` the file's journal mode is left as it is.
-    """
+def parse_database_url(url: str) -> sa.URL:
+    """`url` parsed, or a one-line `DatabaseConfigError` that never quotes its password."""
     parse_error: str | None = None
     try:
         parsed = sa.make_url(url)
@@ -123,6 +116,19 @@ def make_engine(
         raise DatabaseConfigError(
             f"cannot parse database URL {redact_url(url)}: an '@' in the password must be "
             "written %40")
+    return parsed
+
+
+def make_engine(
+    url: str, *, check_connection: bool = True, sqlite_wal: bool = True, **engine_kwargs: object
+) -> Engine:
+    """Create an engine for the app database, failing with a one-line `DatabaseConfigError`.
+
+    Both `postgresql://` (psycopg 3 under SQLAlchemy 2.1) and `postgresql+psycopg2://` work.
+    On SQLite, `sqlite_wal` switches the file to WAL (persistent; see `ensure_sqlite_wal`); with
+    `sqlite_wal=False` the file's journal mode is left as it is.
+    """
+    parsed = parse_database_url(url)
     if parsed.get_backend_name() not in SUPPORTED_DIALECTS:
         raise DatabaseConfigError(
             f"unsupported database scheme {parsed.drivername!r} in {redact_url(url)}; "

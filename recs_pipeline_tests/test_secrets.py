@@ -76,6 +76,32 @@ def test_cli_never_prints_the_password(secret_url: str, tmp_path: Path) -> None:
     assert_no_secret(result.stderr + result.stdout)
 
 
+# Every bench command that takes a PostgreSQL server URL, with what else it requires.
+BENCH_COMMANDS = {
+    "swap": ["bench", "swap"],
+    "retention": ["bench", "retention"],
+    "achievements": ["bench", "achievements"],
+    "faults": ["bench", "faults", "--cluster", "15 nowhere"],
+    "bad-input": ["bench", "bad-input", "--backends", "postgresql"],
+}
+
+
+@pytest.mark.parametrize("form", ["bad-port-userinfo", "bad-port-unescaped-at"])
+@pytest.mark.parametrize("command", sorted(BENCH_COMMANDS))
+def test_bench_server_url_is_a_clean_error_without_the_password(
+    command: str, form: str, tmp_path: Path
+) -> None:
+    result = subprocess.run(
+        [str(Path(sys.executable).with_name("recs-pipeline")), *BENCH_COMMANDS[command],
+         "--server-url", URLS[form]],
+        capture_output=True, text=True, timeout=120, check=False, cwd=tmp_path,
+    )
+    assert result.returncode == 2, result
+    assert "Traceback" not in result.stderr
+    assert "cannot parse database URL" in result.stderr
+    assert_no_secret(result.stderr + result.stdout)
+
+
 @dg.asset
 def app_db_probe(app_db: AppDatabase) -> None:
     """Reaches the database the way the pipeline's ops do (no retry policy: fails at once)."""

@@ -415,11 +415,10 @@ def _run_costs(home: Path) -> dict[str, Any]:
 # --- entry point ----------------------------------------------------------------------------
 
 def run(args: argparse.Namespace) -> int:
-    import sqlalchemy as sa
 
-    from recs_pipeline.db import make_engine
+    from recs_pipeline.db import make_engine, parse_database_url
 
-    server = sa.make_url(args.server_url)
+    server = parse_database_url(args.server_url)
     figures: dict[str, Any] = {}
     tmp = Path(tempfile.mkdtemp(prefix="recs_bench_ach_"))
     try:

@@ -288,12 +288,12 @@ def run(args: argparse.Namespace) -> int:
     from recs_pipeline.cli import CliError
     from recs_pipeline.compute.retention import compute_cutoff
     from recs_pipeline.compute.timestamps import utc_now
-    from recs_pipeline.db import make_engine
+    from recs_pipeline.db import make_engine, parse_database_url
     from recs_pipeline.defs.retention.job import purge_expired_rows
 
     if args.expired > args.rows or args.rows <= 0 or args.expired < 0:
         raise CliError(f"--expired ({args.expired}) must be within 0..--rows ({args.rows})")
-    server = sa.make_url(args.server_url)
+    server = parse_database_url(args.server_url)
     if server.get_backend_name() != "postgresql":
         raise CliError("bench retention needs a PostgreSQL --server-url")
     url = server.set(database=args.database).render_as_string(hide_password=False)

@@ -54,7 +54,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def _recreate_postgres(server_url: str, database: str) -> str:
     import sqlalchemy as sa
 
-    from recs_pipeline.db import make_engine
+    from recs_pipeline.db import make_engine, parse_database_url
 
     admin = make_engine(server_url, isolation_level="AUTOCOMMIT")
     try:
@@ -63,7 +63,8 @@ def _recreate_postgres(server_url: str, database: str) -> str:
             conn.execute(sa.text(f'CREATE DATABASE "{database}"'))
     finally:
         admin.dispose()
-    return sa.make_url(server_url).set(database=database).render_as_string(hide_password=False)
+    url = parse_database_url(server_url).set(database=database)
+    return url.render_as_string(hide_password=False)
 
 
 def _drop_postgres(server_url: str, database: str) -> None:

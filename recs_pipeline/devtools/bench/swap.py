@@ -63,7 +63,7 @@ def run(args: argparse.Namespace) -> int:
 
     from recs_pipeline.bootstrap import init_app_database
     from recs_pipeline.cli import CliError
-    from recs_pipeline.db import make_engine
+    from recs_pipeline.db import make_engine, parse_database_url
     from recs_pipeline.defs.recommendations.publishing import (
         KINDS,
         TEAMS,
@@ -74,7 +74,7 @@ def run(args: argparse.Namespace) -> int:
     )
     from recs_pipeline.devtools.bench.retention import _admin
 
-    server = sa.make_url(args.server_url)
+    server = parse_database_url(args.server_url)
     if server.get_backend_name() != "postgresql":
         raise CliError("bench swap needs a PostgreSQL --server-url")
     if args.rows < 10 or args.rounds < 1 or args.readers < 1:
