@@ -13,7 +13,7 @@ DEMO_DAGSTER_HOME := $(LOCAL)/dagster_home
 demo-data demo-once demo: export DAGSTER_HOME := $(DEMO_DAGSTER_HOME)
 demo-data demo-once demo: export RECS_DATABASE_URL := sqlite:///$(DEMO_DB)
 
-.PHONY: install demo demo-once demo-data test lint pytest bench clean
+.PHONY: install demo demo-once demo-data test test-services lint pytest bench clean
 
 $(BIN)/.installed: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -45,8 +45,12 @@ lint: install
 pytest: install
 	env -u DAGSTER_HOME -u RECS_DATABASE_URL $(BIN)/python -m pytest -q -p no:cacheprovider $(PYTEST_ARGS)
 
-# The whole test suite: ruff, then pytest on SQLite and PostgreSQL.
-test: lint pytest
+# PostgreSQL, Redis and Chromium, started or installed when missing (deploy/test/services).
+test-services:
+	deploy/test/services
+
+# The whole test suite: ruff, then pytest on SQLite and PostgreSQL (services provisioned first).
+test: lint test-services pytest
 
 clean:
 	rm -rf $(LOCAL) .pytest_cache .ruff_cache
