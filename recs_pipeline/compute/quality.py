@@ -187,8 +187,7 @@ def nightly_evaluation(
             validation.relevant, ranker_params)
         for kind, q in kinds.items():  # refitting can only fail on fewer positives: keep safe
             if q.champion == RANKER and kind not in production.kinds:
-                production.models[kind] = validated.models[kind]  # type: ignore[union-attr]
-                production.columns[kind] = validated.columns[kind]  # type: ignore[union-attr]
+                production.adopt(kind, validated)  # type: ignore[arg-type]
     report = QualityReport(
         training_cutoff=training.cutoff if training else None, cutoff=validation.cutoff,
         now=validation.now, k=params.top_k, users_at_cutoff=len(validation.users.features),

@@ -40,7 +40,7 @@ def chromium_binary() -> str:
     if not found:
         raise AssertionError(
             "chromium is not installed: `apt-get update && apt-get install -y chromium` "
-            "(.ci/run does this)"
+            "(`make test` runs deploy/test/services, which does this)"
         )
     return found
 
