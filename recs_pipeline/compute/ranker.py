@@ -16,6 +16,7 @@ A kind without enough positives gets no model: the ranker is then not a contende
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 from dataclasses import asdict, dataclass, field
 
@@ -165,8 +166,6 @@ def fit_ranker(
             model.fit(x[:, columns], y)
         ranker.models[kind] = model
         ranker.columns[kind] = columns
-        try:
+        with contextlib.suppress(ValueError):  # deep trees on many columns: predict_proba
             ranker.compiled[kind] = compile_trees(model)
-        except ValueError:  # deep trees on many columns: `score` uses predict_proba
-            pass
     return ranker
