@@ -112,6 +112,23 @@ class UserFeatureSet:
     quarantine: Quarantine = field(default_factory=Quarantine)
 
 
+def _joined_game_ids(profiles: pd.DataFrame) -> np.ndarray:
+    """Per user of `profiles`, in user_id order, the sorted game ids joined by commas ("3,7").
+
+    Column-wise string adds, one per game slot: a per-user Python join costs ~30 s at 1M users.
+    """
+    ordered = profiles.sort_values(["user_id", "game_id"])
+    users = ordered["user_id"].to_numpy()
+    games = ordered["game_id"].astype(np.int64).astype(str).to_numpy(dtype=object)
+    starts = np.flatnonzero(np.r_[True, users[1:] != users[:-1]])
+    counts = np.diff(np.r_[starts, len(users)])
+    joined = games[starts].copy()
+    for slot in range(1, int(counts.max()) if len(counts) else 0):
+        more = counts > slot
+        joined[more] = joined[more] + "," + games[starts[more] + slot]
+    return joined
+
+
 def build_user_features(
     users: pd.DataFrame,
     profiles: pd.DataFrame,
@@ -136,12 +153,7 @@ def build_user_features(
         max_skill=("skill_rating", "max"),
         mean_skill=("skill_rating", "mean"),
     )
-    ordered = prof.sort_values(["user_id", "game_id"])
-    game_ids = pd.DataFrame({
-        "user_id": ordered["user_id"].to_numpy(),
-        "game_ids": ordered["game_id"].astype(np.int64).astype(str).to_numpy(dtype=object),
-    }).groupby("user_id", sort=True)["game_ids"].agg(",".join)
-    per_user = per_user.assign(game_ids=game_ids.reindex(per_user.index)).reset_index()
+    per_user = per_user.assign(game_ids=_joined_game_ids(prof)).reset_index()
     frame = active.merge(per_user, on="user_id", how="inner")
     frame = frame.merge(activity_counts, on="user_id", how="left")
     frame = frame.merge(participation, on="user_id", how="left")

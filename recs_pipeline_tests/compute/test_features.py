@@ -59,3 +59,20 @@ def test_smoothed_affinity_prior_for_cold_users() -> None:
     # user 0: shares (3.25/4, 0.75/4) -> relative (1, 0.2308); user 1: the prior, relative
     np.testing.assert_allclose(aff[0], [1.0, 0.75 / 3.25], rtol=1e-6)
     np.testing.assert_allclose(aff[1], [1 / 3, 1.0], rtol=1e-6)
+
+
+def test_game_ids_are_each_users_sorted_games_for_any_number_of_games() -> None:
+    rng = np.random.default_rng(3)
+    n_games = {uid: int(rng.integers(1, 7)) for uid in range(10, 60)}
+    rows = [(uid, int(g)) for uid, n in n_games.items()
+            for g in rng.choice(np.arange(1, 40), size=n, replace=False)]
+    rng.shuffle(rows)  # profiles arrive in any order
+    profiles = pd.DataFrame(rows, columns=["user_id", "game_id"]).assign(skill_rating=1000)
+    users = pd.DataFrame({"user_id": list(n_games), "region": "eu", "is_active": True})
+    empty = pd.DataFrame({"user_id": pd.Series(dtype=np.int64)})
+    f = build_user_features(users, profiles, empty, empty, empty,
+                            empty.assign(percentage=0), NOW)
+    expected = {uid: ",".join(str(g) for g in sorted(grp["game_id"]))
+                for uid, grp in profiles.groupby("user_id")}
+    assert dict(zip(f["user_id"], f["game_ids"], strict=True)) == expected
+    assert (f["n_games"] == f["game_ids"].str.count(",") + 1).all()
