@@ -79,7 +79,8 @@ def create_app_tables_like_django(engine: Engine) -> None:
 
 @pytest.mark.db
 def test_every_job_runs_on_tables_the_app_created(
-    database_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    database_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    capfd: pytest.CaptureFixture[str],
 ) -> None:
     engine = make_engine(database_url)
     try:
@@ -99,7 +100,12 @@ def test_every_job_runs_on_tables_the_app_created(
         home.mkdir()
         monkeypatch.setenv("DAGSTER_HOME", str(home))
         started = utc_now()
+        capfd.readouterr()
         assert run_demo(), "a demo job failed on app-created tables"
+        printed = "".join(capfd.readouterr())
+        # a short summary, not the event log (that is in the instance, for the UI)
+        assert "DEBUG" not in printed and len(printed.splitlines()) < 40, printed[-2000:]
+        assert printed.count("SUCCESS") >= 2 * len(DEMO_RUNS)  # a line per job and the table
         assert {r.job_name for r in DEMO_RUNS} >= {
             "achievements_job", "nightly_recommendations_job",
             "refresh_user_recommendations_job", "retention_purge_job",

@@ -33,8 +33,16 @@ DEMO_RUNS: list[DemoRun] = [
 ]
 
 
+# The terminal gets a short summary; every event and log line still lands in the instance, where
+# the UI shows it (the console logger at its default level prints hundreds of DEBUG lines).
+QUIET_CONSOLE = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
+
+
 def run_demo(console: Console | None = None) -> bool:
-    """Execute each demo job in process on the `$DAGSTER_HOME` instance; True if all succeed."""
+    """Execute each demo job in process on the `$DAGSTER_HOME` instance; True if all succeed.
+
+    Prints one line per job as it finishes and a table at the end; warnings and errors of the
+    runs still reach the terminal."""
     from recs_pipeline.definitions import defs
 
     console = console or Console()
@@ -47,13 +55,17 @@ def run_demo(console: Console | None = None) -> bool:
     with dg.DagsterInstance.get() as instance:
         for demo_run in DEMO_RUNS:
             job = defs.resolve_job_def(demo_run.job_name)
-            result = job.execute_in_process(
-                run_config=demo_run.run_config, instance=instance, raise_on_error=False
-            )
+            with console.status(f"running {demo_run.job_name}"):
+                result = job.execute_in_process(
+                    run_config={**demo_run.run_config, **QUIET_CONSOLE}, instance=instance,
+                    raise_on_error=False,
+                )
             stats = instance.get_run_stats(result.run_id)
             seconds = (stats.end_time or 0) - (stats.start_time or 0)
             status = "[green]SUCCESS" if result.success else "[red]FAILURE"
             all_ok = all_ok and result.success
+            console.print(f"{demo_run.job_name}: {status}[/] in {seconds:.1f} s "
+                          f"(run {result.run_id[:8]})")
             table.add_row(demo_run.job_name, status, result.run_id[:8], f"{seconds:.1f}")
     console.print(table)
     return all_ok
