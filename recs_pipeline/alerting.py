@@ -5,6 +5,14 @@ written to the log with the prefix `RECS_ALERT`, so log shippers can match it. W
 `RECS_ALERT_WEBHOOK_URL` is set, the same JSON is POSTed there. Both variables are read when an
 alert is emitted, never at import. A webhook that is down or slow never fails the caller: the
 delivery error is logged (without the URL's path, which often embeds a token).
+
+`RECS_ALERT_WEBHOOK_FORMAT` shapes the POST for its receiver (`webhook_payload`):
+
+* `json` (default): the alert object itself, for a log pipeline or a custom receiver;
+* `slack`: a Slack incoming webhook message: `text` (what notifications show) plus `blocks`
+  (a header, the message, the fields, a link to the run);
+* `teams`: a Microsoft Teams Workflows webhook message: one Adaptive Card attachment (a title,
+  the message, a fact set, an "Open in Dagster" action).
 """
 
 from __future__ import annotations
@@ -21,7 +29,13 @@ import dagster as dg
 WEBHOOK_URL_ENV_VAR = "RECS_ALERT_WEBHOOK_URL"
 UI_BASE_URL_ENV_VAR = "RECS_DAGSTER_UI_URL"
 DEFAULT_UI_BASE_URL = "http://127.0.0.1:3000"
+WEBHOOK_FORMAT_ENV_VAR = "RECS_ALERT_WEBHOOK_FORMAT"
+WEBHOOK_FORMATS = ("json", "slack", "teams")
 WEBHOOK_TIMEOUT_SECONDS = 5.0
+# Fields shown as facts in Slack / Teams messages, in this order, when the alert has them.
+_FACT_FIELDS = ("job", "run_id", "job_kind", "launched_by", "step", "error_class",
+                "failure_reason", "published", "occurred_at")
+_SLACK_TEXT_LIMIT = 3000  # a section block's text; longer is rejected with HTTP 400
 ALERT_LOG_PREFIX = "RECS_ALERT"
 
 
@@ -36,9 +50,68 @@ def _safe_target(url: str) -> str:
     return f"{parts.scheme}://{parts.netloc}/…" if parts.netloc else "<invalid URL>"
 
 
-def post_alert(url: str, alert: dict[str, Any], timeout: float = WEBHOOK_TIMEOUT_SECONDS) -> str:
-    """POST the alert as JSON. Returns a short outcome; never raises for delivery problems."""
-    body = json.dumps(alert, sort_keys=True).encode()
+def _title(alert: dict[str, Any]) -> str:
+    severity = str(alert.get("severity", "error")).upper()
+    name = str(alert.get("alert", "alert")).replace("_", " ")
+    return f"[{severity}] recs_pipeline {name}: {alert.get('job', '?')}"
+
+
+def _facts(alert: dict[str, Any]) -> list[tuple[str, str]]:
+    out = []
+    for key in _FACT_FIELDS:
+        value = alert.get(key)
+        if value not in (None, "", [], {}):
+            text = (", ".join(f"{k}: {v}" for k, v in value.items()) if isinstance(value, dict)
+                    else str(value))
+            out.append((key.replace("_", " "), text))
+    return out
+
+
+def webhook_payload(alert: dict[str, Any], webhook_format: str) -> dict[str, Any]:
+    """The POST body for a receiver (`WEBHOOK_FORMATS`; the module docstring says what each is)."""
+    if webhook_format == "json":
+        return alert
+    title, message = _title(alert), str(alert.get("message") or "")
+    facts, link = _facts(alert), alert.get("ui_url")
+    if webhook_format == "slack":
+        blocks: list[dict[str, Any]] = [
+            {"type": "header", "text": {"type": "plain_text", "text": title[:150]}},
+            {"type": "section", "text": {"type": "mrkdwn",
+                                         "text": message[:_SLACK_TEXT_LIMIT] or "(no message)"}},
+        ]
+        if facts:
+            blocks.append({"type": "section", "fields": [
+                {"type": "mrkdwn", "text": f"*{k}*\n{v}"[:2000]} for k, v in facts[:10]]})
+        if link:
+            blocks.append({"type": "section", "text": {
+                "type": "mrkdwn", "text": f"<{link}|Open the run in Dagster>"}})
+        return {"text": f"{title}: {message}"[:_SLACK_TEXT_LIMIT], "blocks": blocks}
+    if webhook_format == "teams":
+        card: dict[str, Any] = {
+            "$schema": "http://adaptivecards.io/schemas/adaptive-card.json",
+            "type": "AdaptiveCard", "version": "1.4",
+            "body": [
+                {"type": "TextBlock", "text": title, "weight": "Bolder", "size": "Medium",
+                 "wrap": True},
+                {"type": "TextBlock", "text": message or "(no message)", "wrap": True},
+                {"type": "FactSet", "facts": [{"title": k, "value": v} for k, v in facts]},
+            ],
+        }
+        if link:
+            card["actions"] = [{"type": "Action.OpenUrl", "title": "Open in Dagster",
+                                "url": link}]
+        return {"type": "message", "attachments": [
+            {"contentType": "application/vnd.microsoft.card.adaptive", "contentUrl": None,
+             "content": card}]}
+    raise ValueError(f"unknown webhook format {webhook_format!r}; choose one of "
+                     f"{', '.join(WEBHOOK_FORMATS)}")
+
+
+def post_alert(url: str, alert: dict[str, Any], timeout: float = WEBHOOK_TIMEOUT_SECONDS,
+               webhook_format: str = "json") -> str:
+    """POST the alert, shaped for its receiver. Returns a short outcome; never raises for
+    delivery problems."""
+    body = json.dumps(webhook_payload(alert, webhook_format), sort_keys=True).encode()
     request = urllib.request.Request(
         url,
         data=body,
@@ -64,7 +137,13 @@ def emit_alert(log: logging.Logger | dg.DagsterLogManager, alert: dict[str, Any]
         log.error(line)
     webhook = dg.EnvVar(WEBHOOK_URL_ENV_VAR).get_value()
     if webhook:
-        outcome = post_alert(webhook, alert)
+        webhook_format = (dg.EnvVar(WEBHOOK_FORMAT_ENV_VAR).get_value(default="json")
+                          or "json").strip().lower()
+        if webhook_format not in WEBHOOK_FORMATS:
+            log.error(f"alert NOT posted: {WEBHOOK_FORMAT_ENV_VAR}={webhook_format!r} is not "
+                      f"one of {', '.join(WEBHOOK_FORMATS)}")
+            return
+        outcome = post_alert(webhook, alert, webhook_format=webhook_format)
         if outcome.startswith("NOT"):
             log.warning(f"alert webhook {outcome}")
         else:

@@ -27,6 +27,7 @@ def test_env_example_names_every_variable_the_code_reads() -> None:
     example = (ROOT / ".env.example").read_text()
     named = set(re.findall(r"^#?\s*([A-Z][A-Z0-9_]+)=", example, flags=re.MULTILINE))
     required = {resources.DATABASE_URL_ENV_VAR, alerting.WEBHOOK_URL_ENV_VAR,
+                alerting.WEBHOOK_FORMAT_ENV_VAR,
                 alerting.UI_BASE_URL_ENV_VAR, scheduling.SCHEDULE_TIMEZONE_ENV_VAR}
     assert required - named == set()
     sensor_vars = {f"{ENV_PREFIX}{name.upper()}"
