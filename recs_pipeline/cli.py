@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 
-from recs_pipeline.db import DatabaseConfigError, make_engine
+from recs_pipeline.db import DatabaseConfigError, default_database_url, make_engine, redact_url
 from recs_pipeline.devtools.bench import BENCH_TOPICS
-from recs_pipeline.resources import AppDatabase
+from recs_pipeline.resources import DATABASE_URL_ENV_VAR
 
 EXIT_USAGE = 2
 # `seed` builds every row in memory before writing them in one transaction: about 1.6 GiB per
@@ -67,7 +68,9 @@ def _iso_datetime(text: str) -> datetime:
 
 
 def _database_url(args: argparse.Namespace) -> str:
-    return AppDatabase(url=args.database_url).resolved_url()
+    """--database-url, else $RECS_DATABASE_URL, else the demo's SQLite file (a developer tool:
+    the code location itself has no such default)."""
+    return args.database_url or os.environ.get(DATABASE_URL_ENV_VAR) or default_database_url()
 
 
 def cmd_init_db(args: argparse.Namespace) -> int:
@@ -78,7 +81,7 @@ def cmd_init_db(args: argparse.Namespace) -> int:
         added = init_app_database(engine)
     finally:
         engine.dispose()
-    print(f"app tables ready on {AppDatabase(url=args.database_url).redacted_url}; "
+    print(f"app tables ready on {redact_url(_database_url(args))}; "
           f"{added} achievements added to the catalogue")
     return 0
 

@@ -13,7 +13,7 @@ from pydantic import Field, PrivateAttr, model_validator
 from sqlalchemy.engine import Connection, Engine
 
 from recs_pipeline.compute.timestamps import to_utc_naive, utc_now
-from recs_pipeline.db import default_database_url, make_engine, redact_url
+from recs_pipeline.db import DatabaseConfigError, make_engine, redact_url
 from recs_pipeline.tags import REFRESH_AS_OF_TAG
 
 DATABASE_URL_ENV_VAR = "RECS_DATABASE_URL"
@@ -22,17 +22,20 @@ DATABASE_URL_ENV_VAR = "RECS_DATABASE_URL"
 class AppDatabase(dg.ConfigurableResource):
     """The app's operational database, reached through one SQLAlchemy URL.
 
-    Leave `url` unset in deployments: it is then read at run time from the environment variable
-    `RECS_DATABASE_URL` (through `dg.EnvVar`), and when that is unset too, the embedded SQLite demo
-    database under `.local/demo/` is used. Tests and the CLI pass `url` explicitly.
+    The code location binds `url` to `dg.EnvVar("RECS_DATABASE_URL")` (`defs/resources.py`): a
+    run, sensor tick or schedule without the variable fails at once, naming it, and never falls
+    back to another database. The demo sets the variable to its SQLite file (`make demo`); tests
+    and the CLI pass `url` explicitly. Every run records `run_metadata()` (the redacted URL and
+    the dialect) on its first output.
     `postgresql://` (psycopg 3) and `postgresql+psycopg2://` both work.
     """
 
     url: str | None = Field(
         default=None,
         description=(
-            "SQLAlchemy URL of the app database. Unset: $RECS_DATABASE_URL at run time, "
-            "else the embedded SQLite demo database."
+            "SQLAlchemy URL of the app database (the code location binds "
+            "$RECS_DATABASE_URL). Unset: $RECS_DATABASE_URL when the resource is used, and an "
+            "error when that is unset too."
         ),
     )
 
@@ -48,11 +51,12 @@ class AppDatabase(dg.ConfigurableResource):
 
     def resolved_url(self) -> str:
         """The URL this resource connects to (not for logging: use `redacted_url`)."""
-        if self.url:
-            return self.url
-        return dg.EnvVar(DATABASE_URL_ENV_VAR).get_value(default=default_database_url()) or (
-            default_database_url()
-        )
+        url = self.url or dg.EnvVar(DATABASE_URL_ENV_VAR).get_value(default=None)
+        if not url:
+            raise DatabaseConfigError(
+                f"{DATABASE_URL_ENV_VAR} is not set: the app database's SQLAlchemy URL, e.g. "
+                "postgresql://user@host/app (`make demo` sets it to the demo's SQLite file)")
+        return url
 
     @property
     def redacted_url(self) -> str:
@@ -67,6 +71,10 @@ class AppDatabase(dg.ConfigurableResource):
     @property
     def dialect(self) -> str:
         return self.get_engine().dialect.name
+
+    def run_metadata(self) -> dict[str, str]:
+        """Which database a run used, for its output metadata (the password hidden)."""
+        return {"app_database": self.redacted_url, "app_database_dialect": self.dialect}
 
     @contextmanager
     def connect(self) -> Iterator[Connection]:

@@ -4,11 +4,19 @@ from __future__ import annotations
 
 import dagster as dg
 
-from recs_pipeline.resources import AppDatabase, InputQuarantinePolicy, RunClock
+from recs_pipeline.resources import (
+    DATABASE_URL_ENV_VAR,
+    AppDatabase,
+    InputQuarantinePolicy,
+    RunClock,
+)
 
 
 @dg.definitions
 def resources() -> dg.Definitions:
     return dg.Definitions(resources={
-        "app_db": AppDatabase(), "clock": RunClock(), "input_quarantine": InputQuarantinePolicy(),
+        # No default: a deployment without the variable fails, never runs on another database.
+        "app_db": AppDatabase(url=dg.EnvVar(DATABASE_URL_ENV_VAR)),
+        "clock": RunClock(),
+        "input_quarantine": InputQuarantinePolicy(),
     })

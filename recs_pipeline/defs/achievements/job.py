@@ -93,6 +93,7 @@ def load_events(
         if batch.oldest_created_at is not None else None
     )
     context.add_output_metadata({
+        **app_db.run_metadata(),
         "events_loaded": batch.loaded,
         "events_valid": len(batch.events),
         "dead_lettered": len(batch.dead_letters),

@@ -123,6 +123,7 @@ def user_features(
         context.log.info(f"user_features skipped input: {feature_set.skipped}")
     log_quarantine(context, feature_set.quarantine)
     yield dg.Output(feature_set, metadata={
+        **app_db.run_metadata(),
         **quarantine_metadata(feature_set.quarantine),
         "dagster/row_count": len(f),
         "as_of": now.isoformat(),

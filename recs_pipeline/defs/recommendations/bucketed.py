@@ -173,6 +173,7 @@ def score_recommendation_bucket(
     write_bucket(app_db.get_engine(), bucket, as_of, recs, context.run_id)
     timings["write"] = time.perf_counter() - t0
     context.add_output_metadata({
+        **app_db.run_metadata(),
         "bucket": bucket,
         "as_of": as_of.isoformat(),
         "users_in_population": len(all_ids),

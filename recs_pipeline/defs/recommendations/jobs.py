@@ -97,7 +97,7 @@ def refresh_user_recommendations(
             "rows_deleted": outcome.rows.get(f"{kind}_deleted", 0),
             "rows_written": outcome.rows.get(f"{kind}_written", 0),
         }))
-    yield dg.Output(None, metadata=metadata)
+    yield dg.Output(None, metadata={**app_db.run_metadata(), **metadata})
 
 
 @dg.job(

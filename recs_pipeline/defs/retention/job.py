@@ -669,7 +669,7 @@ def purge_expired_data(
                 allow_retries=False,
             ) from None
     metadata = purge_metadata(stats, earlier)
-    context.add_output_metadata(metadata)
+    context.add_output_metadata({**app_db.run_metadata(), **metadata})
     verb = "would delete" if plan.dry_run else "deleted"
     for table in (ACTIVITIES, APP_EVENTS):
         table_stats = stats.tables.get(table)
