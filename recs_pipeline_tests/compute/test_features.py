@@ -76,3 +76,14 @@ def test_game_ids_are_each_users_sorted_games_for_any_number_of_games() -> None:
                 for uid, grp in profiles.groupby("user_id")}
     assert dict(zip(f["user_id"], f["game_ids"], strict=True)) == expected
     assert (f["n_games"] == f["game_ids"].str.count(",") + 1).all()
+
+
+def test_no_profiles_give_no_feature_rows() -> None:
+    users = pd.DataFrame({"user_id": [1, 2], "region": "eu", "is_active": True})
+    profiles = pd.DataFrame({"user_id": pd.Series(dtype=np.int64),
+                             "game_id": pd.Series(dtype=np.int64),
+                             "skill_rating": pd.Series(dtype=np.int64)})
+    empty = pd.DataFrame({"user_id": pd.Series(dtype=np.int64)})
+    f = build_user_features(users, profiles, empty, empty, empty,
+                            empty.assign(percentage=0), NOW)
+    assert f.empty and "game_ids" in f.columns
