@@ -248,6 +248,34 @@ def recommendation_metadata(
     }
 
 
+PUBLISH_INPUTS = ("user_features", "tournament_candidates", "team_candidates",
+                  "recommendation_quality")
+
+
+def require_inputs_from_this_run(context: dg.AssetExecutionContext) -> None:
+    """Fail (not retried) unless every input was materialized by this run or the run it
+    re-executes. Materializing a published table alone would otherwise publish yesterday's
+    stored inputs, and skip tonight's evaluation and its quality gate."""
+    lineage: set[str] = set()
+    run: dg.DagsterRun | None = context.run
+    while run is not None:  # this run and every run it re-executes, up to the root
+        lineage.add(run.run_id)
+        run = context.instance.get_run_by_id(run.parent_run_id) if run.parent_run_id else None
+    stale = []
+    for name in PUBLISH_INPUTS:
+        event = context.instance.get_latest_materialization_event(dg.AssetKey(name))
+        if event is None or event.run_id not in lineage:
+            stale.append(f"{name} (last materialized in run "
+                         f"{event.run_id[:8] if event else 'never'})")
+    if stale:
+        raise dg.Failure(
+            description="the published tables are refreshed only together with their inputs "
+            "and the quality gate, in one run: materialize nightly_recommendations_job (or the "
+            f"whole recommendations group). Not from this run: {', '.join(stale)}",
+            allow_retries=False,
+        )
+
+
 @dg.multi_asset(
     name="publish_recommendations",
     specs=[
@@ -255,8 +283,7 @@ def recommendation_metadata(
             TOURNAMENT_RECOMMENDATIONS_KEY,
             group_name=RECOMMENDATIONS_GROUP,
             kinds={"sql"},
-            deps=["user_features", "tournament_candidates", "team_candidates",
-                  "recommendation_quality"],
+            deps=list(PUBLISH_INPUTS),
             description="Published table `tournament_recommendations`: top K eligible "
             "tournaments per user with score in (0, 1], rank 1..n, a readable reason and the "
             "model version. Swapped in atomically after the blocking checks pass.",
@@ -266,8 +293,7 @@ def recommendation_metadata(
             TEAM_RECOMMENDATIONS_KEY,
             group_name=RECOMMENDATIONS_GROUP,
             kinds={"sql"},
-            deps=["user_features", "tournament_candidates", "team_candidates",
-                  "recommendation_quality"],
+            deps=list(PUBLISH_INPUTS),
             description="Published table `team_recommendations`: top K eligible recruiting "
             "teams per user with score, rank, reason, model version. Swapped in atomically "
             "together with tournament_recommendations after the blocking checks pass.",
@@ -296,6 +322,7 @@ def publish_recommendations(
     ranker re-ordering the blend's pool, the blend, or popularity: `recommendation_quality`),
     stage both tables, run the blocking checks on the staged rows, then swap both published
     tables in one transaction."""
+    require_inputs_from_this_run(context)
     now = clock.now()
     params = ScoringParams(top_k=config.top_k)
     champions = recommendation_quality.champions()

@@ -308,3 +308,27 @@ def test_concurrent_reader_never_sees_partial_table(postgres_database: str) -> N
     assert not errors
     assert len(seen) > 5
     assert set(seen) == {(n, 1)}  # always complete, never mixed versions
+
+
+def test_a_published_table_cannot_be_materialized_alone(
+    app_db: AppDatabase, engine: Engine, dagster_instance: dg.DagsterInstance
+) -> None:
+    """Selecting only the published tables would reuse the stored inputs of an earlier run and
+    skip tonight's evaluation and gate: the step fails, not retried, and publishes nothing."""
+    insert_world(engine)
+    assert _materialize(app_db, dagster_instance).success
+    before = _published(engine, schema.tournament_recommendations)
+    with engine.begin() as conn:  # what the app did since: tonight's inputs differ
+        conn.execute(sa.delete(schema.tournament_recommendations))
+    alone = dg.materialize(
+        RECOMMENDATION_ASSETS, resources=_resources(app_db), run_config=ASSET_CONFIG,
+        instance=dagster_instance, raise_on_error=False,
+        selection=[dg.AssetKey("tournament_recommendations"), dg.AssetKey("team_recommendations")],
+    )
+    assert not alone.success
+    [failure] = [e for e in alone.all_events if e.is_step_failure]
+    message = failure.step_failure_data.error.message
+    assert "nightly_recommendations_job" in message and "recommendation_quality" in message
+    assert not any(e.event_type_value == "STEP_UP_FOR_RETRY" for e in alone.all_events)
+    assert _published(engine, schema.tournament_recommendations).empty
+    assert not before.empty
