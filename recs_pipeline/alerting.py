@@ -34,7 +34,8 @@ WEBHOOK_FORMATS = ("json", "slack", "teams")
 WEBHOOK_TIMEOUT_SECONDS = 5.0
 # Fields shown as facts in Slack / Teams messages, in this order, when the alert has them.
 _FACT_FIELDS = ("job", "run_id", "job_kind", "launched_by", "step", "error_class",
-                "failure_reason", "published", "occurred_at")
+                "failure_reason", "published", "freshness_state", "previous_state",
+                "last_materialized_at", "occurred_at")
 _SLACK_TEXT_LIMIT = 3000  # a section block's text; longer is rejected with HTTP 400
 ALERT_LOG_PREFIX = "RECS_ALERT"
 
@@ -129,10 +130,12 @@ def post_alert(url: str, alert: dict[str, Any], timeout: float = WEBHOOK_TIMEOUT
 
 
 def emit_alert(log: logging.Logger | dg.DagsterLogManager, alert: dict[str, Any]) -> None:
-    """Log the alert (error or warning, by its severity) and POST it when a webhook is set."""
+    """Log the alert (error, warning or info, by its severity) and POST it when a webhook is set."""
     line = f"{ALERT_LOG_PREFIX} {json.dumps(alert, sort_keys=True)}"
     if alert.get("severity") == "warning":
         log.warning(line)
+    elif alert.get("severity") == "info":
+        log.info(line)
     else:
         log.error(line)
     webhook = dg.EnvVar(WEBHOOK_URL_ENV_VAR).get_value()

@@ -59,3 +59,7 @@ BUCKET_TAG = "recs/recommendation_bucket"
 RECOMMENDATION_BUCKET_TAGS: dict[str, str] = {BUCKET_TAG: "true",
                                               **_max_runtime("recommendation_bucket")}
 REFRESH_AS_OF_TAG = "recs/refresh_as_of"
+
+# Owners shown on every asset (`owners=`): who to ask, who gets paged.
+DATA_PLATFORM_OWNERS = ["team:data-platform"]
+WEB_APP_OWNERS = ["team:web-app"]

@@ -160,6 +160,8 @@ def deployment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]
             "RECS_ACHIEVEMENTS_MINIMUM_INTERVAL_SECONDS": "3",
             "RECS_ACHIEVEMENTS_BATCH_SIZE": "3",  # several runs, so the restart lands mid-way
             "RECS_ACHIEVEMENTS_MAX_RUN_SECONDS": "30",  # orphaned runs fail fast (see above)
+            # Dagster's freshness daemon re-evaluates the policies every 30 s by default.
+            "FRESHNESS_DAEMON_INTERVAL_SECONDS": "5",
         })
         run_checked(["dagster", "instance", "migrate"], env)
         dep = Deployment(tmp=tmp, env=env, app_url=app_url, port=free_port())

@@ -6,14 +6,19 @@ Set RECS_UPDATE_SCREENSHOTS=1 to copy the screenshots into docs/img/ for the REA
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import time
 from datetime import datetime
 from pathlib import Path
+from unittest import mock
 
+import dagster as dg
 import pytest
 import sqlalchemy as sa
+from dagster._core.events import StepMaterializationData
+from dagster._core.instance.utils import RUNLESS_JOB_NAME, RUNLESS_RUN_ID
 
 from recs_pipeline import schema
 from recs_pipeline.definitions import defs
@@ -134,6 +139,33 @@ def test_code_location_lists_every_definition(deployment: Deployment) -> None:
     listed = {"/".join(a["assetKey"]["path"]) for a in data["assetNodes"]}
     expected_assets = {k.to_user_string() for k in repo_def.asset_graph.get_all_asset_keys()}
     assert listed == expected_assets
+
+
+def _daemon_alerts(deployment: Deployment, alert: str) -> list[dict]:
+    text = "".join(p.read_text(errors="replace") for p in deployment.logs if p.exists())
+    return [json.loads(line.split("RECS_ALERT ", 1)[1]) for line in text.splitlines()
+            if "RECS_ALERT " in line and f'"alert": "{alert}"' in line]
+
+
+@pytest.mark.timeout(180)
+def test_a_stale_published_table_raises_an_alert(deployment: Deployment) -> None:
+    """The last publish of team_recommendations was 30 hours ago (no nightly since): the
+    daemon's freshness evaluation fails its policy and freshness_alert_sensor alerts, although
+    no run failed. Runs before the nightly test, which then makes the table fresh."""
+    with mock.patch.dict(os.environ, deployment.env), dg.DagsterInstance.get() as instance:
+        instance.report_dagster_event(
+            dg.DagsterEvent(
+                event_type_value=dg.DagsterEventType.ASSET_MATERIALIZATION.value,
+                job_name=RUNLESS_JOB_NAME,
+                event_specific_data=StepMaterializationData(
+                    dg.AssetMaterialization(dg.AssetKey("team_recommendations"))),
+            ),
+            run_id=RUNLESS_RUN_ID, timestamp=time.time() - 30 * 3600,
+        )
+    [alert] = wait_for(lambda: _daemon_alerts(deployment, "asset_freshness_overdue"), 150,
+                       interval=2.0, what="a freshness alert for team_recommendations")
+    assert alert["asset"] == "team_recommendations" and alert["severity"] == "error"
+    assert "overdue" in alert["message"] and "30.0 h" in alert["message"]
 
 
 @pytest.fixture(scope="module")

@@ -31,6 +31,7 @@ from recs_pipeline.compute.achievements import evaluate_awards
 from recs_pipeline.compute.timestamps import utc_now
 from recs_pipeline.config import FailFastConfig
 from recs_pipeline.defs.achievements import store
+from recs_pipeline.defs.app_tables import USER_ACHIEVEMENTS_KEY
 from recs_pipeline.resources import AppDatabase
 from recs_pipeline.retries import transient_errors_retry, transient_retry_policy
 from recs_pipeline.tags import ACHIEVEMENTS_TAGS
@@ -138,6 +139,7 @@ def award_and_mark_processed(
             conn, events=batch.events, awards=data.metrics, dead_letters=batch.dead_letters,
             run_id=context.run_id,
         )
+        rows = store.user_achievement_rows(conn)
     per_code = Counter(written.awarded["code"].astype(str))
     reasons = Counter(batch.dead_letters["reason"].astype(str))
     latency = (
@@ -158,6 +160,12 @@ def award_and_mark_processed(
         "ledger_outcomes": dg.MetadataValue.json(written.outcomes),
         "oldest_event_age_seconds": dg.MetadataValue.float(float(latency)),
     })
+    context.log_event(dg.AssetMaterialization(asset_key=USER_ACHIEVEMENTS_KEY, metadata={
+        "dagster/row_count": rows,
+        "awards": len(written.awarded),
+        "events_processed": processed,
+        "dead_lettered": len(batch.dead_letters),
+    }))
 
 
 @dg.job(

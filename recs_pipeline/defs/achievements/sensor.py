@@ -36,6 +36,7 @@ from sqlalchemy.engine import Connection
 from recs_pipeline.compute.achievements import batch_key, compress_ranges, split_batches
 from recs_pipeline.defs.achievements import store
 from recs_pipeline.defs.achievements.job import ACHIEVEMENTS_JOB_NAME, achievements_job
+from recs_pipeline.defs.app_tables import USER_ACHIEVEMENTS_KEY
 from recs_pipeline.resources import AppDatabase
 from recs_pipeline.tags import ACHIEVEMENTS_TAGS, MAX_RUNTIME_SECONDS, MAX_RUNTIME_TAG, RUN_KEY_TAG
 
@@ -46,6 +47,8 @@ LAST_TAG = "recs/achievements_last_event_id"
 COUNT_TAG = "recs/achievements_event_count"
 ENV_PREFIX = "RECS_ACHIEVEMENTS_"
 _MAX_OBSERVATIONS = 240
+# Half of user_achievements' warn window (app_tables.USER_ACHIEVEMENTS_FRESHNESS).
+CAUGHT_UP_HEARTBEAT_SECONDS = 300
 # Runs that still hold their batch: queued, starting, running or being canceled.
 NOT_FINISHED_STATUSES = [
     dg.DagsterRunStatus.QUEUED,
@@ -165,6 +168,12 @@ class TickPlan:
     in_flight_runs: int
     scanned_to: int
     top: int
+
+    @property
+    def caught_up(self) -> bool:
+        """Nothing pending, nothing in flight, scanned to the newest event."""
+        return (not self.run_requests and self.found == 0 and self.in_flight_runs == 0
+                and self.scanned_to >= self.top)
 
     def summary(self) -> str:
         return (f"{len(self.run_requests)} runs requested for {self.found} pending events found; "
@@ -310,14 +319,36 @@ def build_achievement_events_sensor(
         instance = context.instance if _has_instance(context) else None
         with engine.connect() as conn:
             plan = plan_tick(conn, instance, context.cursor, settings)
+            heartbeat = (caught_up_heartbeat(conn, plan)
+                         if instance is not None and plan.caught_up
+                         and _heartbeat_due(instance) else [])
         context.log.info(plan.summary())
         return dg.SensorResult(
             run_requests=plan.run_requests,
             cursor=plan.state.serialize(),
-            skip_reason=None if plan.run_requests else plan.summary(),
+            asset_events=heartbeat,
+            skip_reason=None if plan.run_requests or heartbeat else plan.summary(),
         )
 
     return achievement_events_sensor
+
+
+def _heartbeat_due(instance: dg.DagsterInstance) -> bool:
+    latest = instance.get_latest_materialization_event(USER_ACHIEVEMENTS_KEY)
+    return latest is None or time.time() - latest.timestamp >= CAUGHT_UP_HEARTBEAT_SECONDS
+
+
+def caught_up_heartbeat(conn: Connection, plan: TickPlan) -> list[dg.AssetMaterialization]:
+    """`user_achievements` is current: every outbox event is processed. Recorded as a
+    materialization (at most every `CAUGHT_UP_HEARTBEAT_SECONDS`) so its freshness policy
+    measures how long events wait, not how long the outbox has been quiet."""
+    return [dg.AssetMaterialization(
+        asset_key=USER_ACHIEVEMENTS_KEY,
+        description=f"outbox caught up (checked by {SENSOR_NAME}); no run needed",
+        metadata={"dagster/row_count": store.user_achievement_rows(conn),
+                  "awards": 0, "events_processed": 0, "pending_events": 0,
+                  "outbox_max_event_id": plan.top},
+    )]
 
 
 def _has_instance(context: dg.SensorEvaluationContext) -> bool:

@@ -73,6 +73,12 @@ def max_event_id(conn: Connection) -> int:
     return int(conn.execute(sa.select(sa.func.max(E.c.id))).scalar() or 0)
 
 
+def user_achievement_rows(conn: Connection) -> int:
+    """Rows in `user_achievements` (the row count the asset shows)."""
+    return int(conn.execute(
+        sa.select(sa.func.count()).select_from(schema.user_achievements)).scalar_one())
+
+
 def scan_pending_ids(
     conn: Connection,
     lo: int,

@@ -14,13 +14,14 @@ numpy-backed frames costs ~1-2 s at 1M users (measured in the benchmark's totals
 import html
 import time
 import unicodedata
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 import dagster as dg
 import numpy as np
 import pandas as pd
 
+from recs_pipeline import schema
 from recs_pipeline.compute.candidates import (
     CandidateSet,
     build_team_candidates,
@@ -33,7 +34,7 @@ from recs_pipeline.compute.quality import QualityEvaluation
 from recs_pipeline.compute.quarantine import Quarantine
 from recs_pipeline.compute.scoring import GAME_NAME_MAX_CHARS, ScoringParams
 from recs_pipeline.config import validate_run_config
-from recs_pipeline.defs.app_tables import app_table_key
+from recs_pipeline.defs.app_tables import app_table_key, column_schema
 from recs_pipeline.defs.recommendations.checks import (
     TEAM_RECOMMENDATIONS_KEY,
     TOURNAMENT_RECOMMENDATIONS_KEY,
@@ -54,6 +55,8 @@ from recs_pipeline.defs.recommendations.reading import (
 )
 from recs_pipeline.defs.recommendations.run import stage_check_publish
 from recs_pipeline.resources import AppDatabase, InputQuarantinePolicy, RunClock
+from recs_pipeline.scheduling import schedule_timezone
+from recs_pipeline.tags import DATA_PLATFORM_OWNERS
 
 RECOMMENDATIONS_GROUP = "recommendations"
 PREVIEW_USERS = 3
@@ -90,6 +93,7 @@ def _timings(timings: dict[str, float]) -> dict[str, Any]:
 
 @dg.asset(
     group_name=RECOMMENDATIONS_GROUP,
+    owners=DATA_PLATFORM_OWNERS,
     deps=[app_table_key(t) for t in (
         "users", "game_profiles", "profile_completeness", "activities",
         "tournament_participants", "tournaments", "team_members", "teams",
@@ -163,6 +167,7 @@ def _candidate_metadata(cands: CandidateSet, now: datetime, read_s: float, build
 
 @dg.asset(
     group_name=RECOMMENDATIONS_GROUP,
+    owners=DATA_PLATFORM_OWNERS,
     deps=[app_table_key(t) for t in ("tournaments", "tournament_participants", "game_profiles",
                                      "games")],
     kinds={"pandas"},
@@ -195,6 +200,7 @@ def tournament_candidates(
 
 @dg.asset(
     group_name=RECOMMENDATIONS_GROUP,
+    owners=DATA_PLATFORM_OWNERS,
     deps=[app_table_key(t) for t in ("teams", "team_members", "game_profiles", "games")],
     kinds={"pandas"},
     check_specs=[input_quarantine_check_spec("team_candidates")],
@@ -248,6 +254,23 @@ def recommendation_metadata(
     }
 
 
+# The nightly run starts at 02:00 and takes minutes (~25 at 1M users): a published table not
+# materialized between 02:00 and 04:00 is overdue from 04:00 until its next materialization.
+PUBLISHED_FRESHNESS = dg.FreshnessPolicy.cron(
+    deadline_cron="0 4 * * *", lower_bound_delta=timedelta(hours=2),
+    timezone=schedule_timezone(),
+)
+PUBLISHED_COLUMNS = {
+    "user_id": "The user (users.id).",
+    "tournament_id": "A tournament open for registration that the user is eligible for.",
+    "team_id": "A recruiting team with a free slot the user is eligible for.",
+    "rank": "1..n per user, 1 is the best; (user_id, rank) is unique.",
+    "score": "In (0, 1], non-increasing with rank; comparable within one model_version.",
+    "reason": "Short readable explanation shown to the user (no PII, HTML-escaped).",
+    "model_version": "Which ranker produced the row (champion: ranker, blend or popularity).",
+    "generated_at": "When the refresh computed the row (UTC).",
+}
+
 PUBLISH_INPUTS = ("user_features", "tournament_candidates", "team_candidates",
                   "recommendation_quality")
 
@@ -287,7 +310,11 @@ def require_inputs_from_this_run(context: dg.AssetExecutionContext) -> None:
             description="Published table `tournament_recommendations`: top K eligible "
             "tournaments per user with score in (0, 1], rank 1..n, a readable reason and the "
             "model version. Swapped in atomically after the blocking checks pass.",
-            metadata={"dagster/table_name": "tournament_recommendations"},
+            owners=DATA_PLATFORM_OWNERS,
+            freshness_policy=PUBLISHED_FRESHNESS,
+            metadata={"dagster/table_name": "tournament_recommendations",
+                      "dagster/column_schema": column_schema(schema.tournament_recommendations,
+                                                             PUBLISHED_COLUMNS)},
         ),
         dg.AssetSpec(
             TEAM_RECOMMENDATIONS_KEY,
@@ -297,7 +324,11 @@ def require_inputs_from_this_run(context: dg.AssetExecutionContext) -> None:
             description="Published table `team_recommendations`: top K eligible recruiting "
             "teams per user with score, rank, reason, model version. Swapped in atomically "
             "together with tournament_recommendations after the blocking checks pass.",
-            metadata={"dagster/table_name": "team_recommendations"},
+            owners=DATA_PLATFORM_OWNERS,
+            freshness_policy=PUBLISHED_FRESHNESS,
+            metadata={"dagster/table_name": "team_recommendations",
+                      "dagster/column_schema": column_schema(schema.team_recommendations,
+                                                             PUBLISHED_COLUMNS)},
         ),
     ],
     check_specs=recommendation_check_specs(),

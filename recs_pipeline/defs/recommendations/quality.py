@@ -31,6 +31,7 @@ from recs_pipeline.defs.recommendations.checks import QUALITY_KEY, ndcg_key, use
 from recs_pipeline.defs.recommendations.config import NIGHTLY_STEP_CONFIG, QualityConfig
 from recs_pipeline.defs.recommendations.quality_reading import read_snapshot
 from recs_pipeline.resources import AppDatabase, RunClock
+from recs_pipeline.tags import DATA_PLATFORM_OWNERS
 
 
 def quality_metadata(report: QualityReport) -> dict[str, Any]:
@@ -83,6 +84,7 @@ def quality_metadata(report: QualityReport) -> dict[str, Any]:
 @dg.asset(
     key=QUALITY_KEY,
     group_name=RECOMMENDATIONS_GROUP,
+    owners=DATA_PLATFORM_OWNERS,
     deps=[app_table_key(t) for t in (
         "users", "game_profiles", "profile_completeness", "activities",
         "tournament_participants", "tournaments", "team_members", "teams", "games",

@@ -14,6 +14,7 @@ from sqlalchemy.engine import Engine
 
 from recs_pipeline import schema
 from recs_pipeline.db import bulk_insert
+from recs_pipeline.defs.achievements import sensor as sensor_module
 from recs_pipeline.defs.achievements.job import achievements_job
 from recs_pipeline.defs.achievements.sensor import (
     AchievementSensorSettings,
@@ -21,6 +22,7 @@ from recs_pipeline.defs.achievements.sensor import (
     build_achievement_events_sensor,
     plan_tick,
 )
+from recs_pipeline.defs.app_tables import USER_ACHIEVEMENTS_KEY
 from recs_pipeline.resources import AppDatabase
 from recs_pipeline_tests import achievements_data as data
 
@@ -221,3 +223,35 @@ def test_settings_from_env(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("RECS_ACHIEVEMENTS_BATCH_SIZE", "lots")
     with pytest.raises(dg.DagsterInvariantViolationError, match="BATCH_SIZE"):
         AchievementSensorSettings.from_env()
+
+
+def test_user_achievements_is_materialized_by_runs_and_by_a_caught_up_outbox(
+    app_db: AppDatabase, engine: Engine, dagster_instance: dg.DagsterInstance,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Its freshness policy measures how long events wait: every run materializes it (with the
+    table's row count), and a tick that finds the outbox caught up records a heartbeat at most
+    every CAUGHT_UP_HEARTBEAT_SECONDS; a tick with work pending never does."""
+    data.build_world(engine)
+    sensor = build_achievement_events_sensor(FAST)
+    first = _tick(sensor, dagster_instance, app_db, None)
+    assert first.run_requests and not first.asset_events  # work pending: no heartbeat
+    for request in first.run_requests:
+        _launch(dagster_instance, app_db, request)
+    latest = dagster_instance.get_latest_materialization_event(USER_ACHIEVEMENTS_KEY)
+    assert latest is not None and latest.run_id  # written by the last run
+    materialization = latest.asset_materialization
+    assert materialization.metadata["dagster/row_count"].value == len(data.EXPECTED_AWARDS)
+    caught_up = _tick(sensor, dagster_instance, app_db, first.cursor)
+    assert not caught_up.run_requests and not caught_up.asset_events  # fresh from the run
+    monkeypatch.setattr(sensor_module, "CAUGHT_UP_HEARTBEAT_SECONDS", 0)
+    beat = _tick(sensor, dagster_instance, app_db, caught_up.cursor)
+    [heartbeat] = beat.asset_events
+    assert heartbeat.asset_key == USER_ACHIEVEMENTS_KEY
+    assert heartbeat.metadata["pending_events"].value == 0
+    assert heartbeat.metadata["dagster/row_count"].value == len(data.EXPECTED_AWARDS)
+    with engine.begin() as conn:
+        conn.execute(schema.app_events.insert(), [
+            {"id": 15, "event_type": "team_joined", "user_id": 1, "created_at": data.T0}])
+    pending = _tick(sensor, dagster_instance, app_db, beat.cursor)
+    assert pending.run_requests and not pending.asset_events
