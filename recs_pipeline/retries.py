@@ -14,8 +14,11 @@ fires) only when the last retry failed.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import functools
+import inspect
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from typing import Any, TypeVar
 
 import dagster as dg
 import sqlalchemy as sa
@@ -45,6 +48,30 @@ def transient_errors_retry() -> Iterator[None]:
         first_line = (str(exc).splitlines() or [""])[0][:300]
         raise dg.Failure(description=f"{type(exc).__name__}: {first_line}",
                          allow_retries=False) from exc
+
+
+F = TypeVar("F", bound=Callable[..., Any])
+TRANSIENT_ONLY_ATTR = "recs_transient_only"
+
+
+def transient_only(fn: F) -> F:
+    """Decorate an op's or asset's body (under `@dg.op` / `@dg.asset`): only transient errors
+    reach its RetryPolicy, anything else fails the step at once (`transient_errors_retry`).
+    Every op or asset that has a retry policy wears it (a test checks)."""
+    if inspect.isgeneratorfunction(fn):
+        @functools.wraps(fn)
+        def generator_body(*args: Any, **kwargs: Any) -> Any:
+            with transient_errors_retry():
+                yield from fn(*args, **kwargs)
+        wrapped: Any = generator_body
+    else:
+        @functools.wraps(fn)
+        def body(*args: Any, **kwargs: Any) -> Any:
+            with transient_errors_retry():
+                return fn(*args, **kwargs)
+        wrapped = body
+    setattr(wrapped, TRANSIENT_ONLY_ATTR, True)
+    return wrapped
 
 
 def transient_retry_policy(max_retries: int, delay: float) -> dg.RetryPolicy:

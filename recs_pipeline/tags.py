@@ -47,7 +47,10 @@ RETENTION_PURGE_TAGS: dict[str, str] = {
     HEAVY_SCAN_TAG: "true",
     **_max_runtime("retention_purge"),
 }
-ACHIEVEMENTS_TAGS: dict[str, str] = {JOB_KIND_TAG: "achievements",
+# The instance retries a run whose worker crashed (deploy/production/dagster.yaml `run_retries`),
+# except achievement batches: the sensor re-plans a failed batch's events itself.
+MAX_RETRIES_TAG = "dagster/max_retries"
+ACHIEVEMENTS_TAGS: dict[str, str] = {JOB_KIND_TAG: "achievements", MAX_RETRIES_TAG: "0",
                                      **_max_runtime("achievements")}
 # Deletes old runs from the Dagster instance database only; never touches the app database.
 HOUSEKEEPING_TAGS: dict[str, str] = {JOB_KIND_TAG: "dagster_housekeeping",

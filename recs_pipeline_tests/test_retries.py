@@ -12,9 +12,11 @@ from recs_pipeline.definitions import defs
 from recs_pipeline.defs.achievements.job import load_events
 from recs_pipeline.resources import AppDatabase
 from recs_pipeline.retries import (
+    TRANSIENT_ONLY_ATTR,
     is_transient_db_error,
     ride_out_seconds,
     transient_errors_retry,
+    transient_only,
     transient_retry_policy,
 )
 from recs_pipeline.tags import MAX_RUNTIME_TAG
@@ -78,3 +80,66 @@ def test_every_job_bounds_its_runs_with_max_runtime() -> None:
         if job.name.startswith("__"):
             continue
         assert int(job.tags[MAX_RUNTIME_TAG]) > 0, job.name
+
+
+def test_every_op_with_a_retry_policy_retries_transient_errors_only() -> None:
+    """An op or asset with a retry policy wears `@transient_only`, so a bug or a constraint
+    violation fails the step at once instead of being retried for minutes."""
+    unguarded = []
+    for job in defs.resolve_all_job_defs():
+        for node in job.graph.iterate_op_defs():
+            if (node.retry_policy or job.op_retry_policy) is not None and not getattr(
+                    node.compute_fn.decorated_fn, TRANSIENT_ONLY_ATTR, False):
+                unguarded.append(f"{job.name}/{node.name}")
+    assert unguarded == []
+    assert len(_retry_policies()) >= 10
+
+
+_ATTEMPTS: list[int] = []
+
+
+def _flaky_job(transient: bool) -> dg.JobDefinition:
+    """A job whose op fails its first attempt with an outage (transient) or a constraint error."""
+
+    @dg.op(retry_policy=dg.RetryPolicy(max_retries=2, delay=0.01))
+    @transient_only
+    def flaky(context) -> int:  # type: ignore[no-untyped-def]
+        _ATTEMPTS.append(context.retry_number)
+        if context.retry_number == 0:
+            raise (sa.exc.OperationalError("SELECT 1", {}, Exception("server closed"))
+                   if transient else sa.exc.IntegrityError("INSERT", {}, Exception("dup")))
+        return context.retry_number
+
+    @dg.job
+    def flaky_job() -> None:
+        flaky()
+
+    return flaky_job
+
+
+@dg.asset(retry_policy=dg.RetryPolicy(max_retries=2, delay=0.01))
+@transient_only
+def _generator_asset():  # type: ignore[no-untyped-def]
+    _ATTEMPTS.append(len(_ATTEMPTS))
+    raise ValueError("a bug, not an outage")
+    yield dg.Output(1)  # a generator body, as the nightly assets are
+
+
+def _retries(result: dg.ExecuteInProcessResult) -> int:
+    return sum(e.event_type_value == "STEP_UP_FOR_RETRY" for e in result.all_events)
+
+
+@pytest.mark.parametrize("transient", [True, False])
+def test_transient_only_retries_outages_and_fails_the_rest_at_once(transient: bool) -> None:
+    _ATTEMPTS.clear()
+    result = _flaky_job(transient).execute_in_process(raise_on_error=False)
+    if transient:
+        assert result.success and _ATTEMPTS == [0, 1] and _retries(result) == 1
+    else:
+        assert not result.success and _ATTEMPTS == [0] and _retries(result) == 0
+        [failure] = [e for e in result.all_events if e.is_step_failure]
+        assert "IntegrityError: (builtins.Exception) dup" in (
+            failure.step_failure_data.error.message)
+    _ATTEMPTS.clear()
+    generator = dg.materialize([_generator_asset], raise_on_error=False)
+    assert not generator.success and _ATTEMPTS == [0] and _retries(generator) == 0

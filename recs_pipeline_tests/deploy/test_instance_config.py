@@ -102,3 +102,26 @@ def test_queue_limits(production_instance: dg.DagsterInstance) -> None:
     assert not blocked([nightly, achievements], user)
     assert blocked([user], user)  # same kind: still one at a time
     assert not blocked([], nightly)
+
+
+def test_run_retries_relaunch_crashed_runs_only(production_instance: dg.DagsterInstance) -> None:
+    """The daemon re-launches a run whose worker died, once; a step failure is final (ops retry
+    transient errors themselves), and achievement batches are re-planned by their sensor."""
+    from dagster._core.events import RunFailureReason
+    from dagster._core.execution.retries import auto_reexecution_should_retry_run
+
+    instance = production_instance
+    assert instance.run_retries_enabled and instance.run_retries_max_retries == 1
+    job = dg.GraphDefinition(name="noop", node_defs=[]).to_job()
+
+    def retried(tag_set: dict[str, str], reason: RunFailureReason) -> bool:
+        run = instance.create_run_for_job(job, tags=tag_set)
+        instance.report_run_failed(run)
+        return auto_reexecution_should_retry_run(instance, instance.get_run_by_id(run.run_id),
+                                                 reason)
+
+    nightly = tags.NIGHTLY_RECOMMENDATIONS_TAGS
+    assert retried(nightly, RunFailureReason.UNEXPECTED_TERMINATION)
+    assert retried(tags.RETENTION_PURGE_TAGS, RunFailureReason.START_TIMEOUT)
+    assert not retried(nightly, RunFailureReason.STEP_FAILURE)
+    assert not retried(tags.ACHIEVEMENTS_TAGS, RunFailureReason.UNEXPECTED_TERMINATION)

@@ -33,7 +33,7 @@ from recs_pipeline.config import FailFastConfig
 from recs_pipeline.defs.achievements import store
 from recs_pipeline.defs.app_tables import USER_ACHIEVEMENTS_KEY
 from recs_pipeline.resources import AppDatabase
-from recs_pipeline.retries import transient_errors_retry, transient_retry_policy
+from recs_pipeline.retries import transient_only, transient_retry_policy
 from recs_pipeline.tags import ACHIEVEMENTS_TAGS
 
 ACHIEVEMENTS_JOB_NAME = "achievements_job"
@@ -69,6 +69,7 @@ class MetricsOutput:
 
 
 @dg.op(retry_policy=TRANSIENT_DB_RETRY, out=dg.Out(store.EventBatch))
+@transient_only
 def load_events(
     context: dg.OpExecutionContext, config: AchievementsBatchConfig, app_db: AppDatabase
 ) -> store.EventBatch:
@@ -78,14 +79,13 @@ def load_events(
         if len(r) != 2 or r[0] > r[1]:
             raise dg.Failure(f"bad event_id_ranges entry {r}: expected [first, last], first<=last",
                              allow_retries=False)
-    with transient_errors_retry():
-        engine = app_db.get_engine()
-        store.ensure_tables(engine)
-        with engine.connect() as conn:
-            ids = list(config.event_ids)
-            if config.all_pending:
-                ids += store.pending_event_ids(conn, limit=config.max_events)
-            batch = store.load_batch(conn, ranges=ranges, event_ids=sorted(set(ids)))
+    engine = app_db.get_engine()
+    store.ensure_tables(engine)
+    with engine.connect() as conn:
+        ids = list(config.event_ids)
+        if config.all_pending:
+            ids += store.pending_event_ids(conn, limit=config.max_events)
+        batch = store.load_batch(conn, ranges=ranges, event_ids=sorted(set(ids)))
     if batch.missing_ids:
         context.log.warning(f"{len(batch.missing_ids)} requested event ids do not exist in "
                             f"app_events (first: {batch.missing_ids[:10]})")
@@ -105,11 +105,12 @@ def load_events(
 
 
 @dg.op(retry_policy=TRANSIENT_DB_RETRY)
+@transient_only
 def compute_metrics(
     context: dg.OpExecutionContext, batch: store.EventBatch, app_db: AppDatabase
 ) -> MetricsOutput:
     """Metrics of every user in the batch: one set-based query per metric family."""
-    with transient_errors_retry(), app_db.connect() as conn:
+    with app_db.connect() as conn:
         metrics, achievements, queries = store.batch_metrics(conn, batch.events)
     context.add_output_metadata({
         "users": len(metrics),
@@ -129,12 +130,13 @@ def evaluate_achievements(context: dg.OpExecutionContext, data: MetricsOutput) -
 
 
 @dg.op(retry_policy=TRANSIENT_DB_RETRY)
+@transient_only
 def award_and_mark_processed(
     context: dg.OpExecutionContext, data: MetricsOutput, app_db: AppDatabase
 ) -> None:
     """Insert awards, dead letters and ledger rows in one transaction (idempotent)."""
     batch = data.batch
-    with transient_errors_retry(), app_db.begin() as conn:
+    with app_db.begin() as conn:
         written = store.write_outcomes(
             conn, events=batch.events, awards=data.metrics, dead_letters=batch.dead_letters,
             run_id=context.run_id,

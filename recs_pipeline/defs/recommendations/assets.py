@@ -55,6 +55,7 @@ from recs_pipeline.defs.recommendations.reading import (
 )
 from recs_pipeline.defs.recommendations.run import stage_check_publish
 from recs_pipeline.resources import AppDatabase, InputQuarantinePolicy, RunClock
+from recs_pipeline.retries import transient_only
 from recs_pipeline.scheduling import schedule_timezone
 from recs_pipeline.tags import DATA_PLATFORM_OWNERS
 
@@ -101,6 +102,7 @@ def _timings(timings: dict[str, float]) -> dict[str, Any]:
     kinds={"pandas"},
     check_specs=[input_quarantine_check_spec("user_features")],
 )
+@transient_only
 def user_features(
     context: dg.AssetExecutionContext, app_db: AppDatabase, clock: RunClock,
     input_quarantine: InputQuarantinePolicy,
@@ -173,6 +175,7 @@ def _candidate_metadata(cands: CandidateSet, now: datetime, read_s: float, build
     kinds={"pandas"},
     check_specs=[input_quarantine_check_spec("tournament_candidates")],
 )
+@transient_only
 def tournament_candidates(
     context: dg.AssetExecutionContext, app_db: AppDatabase, clock: RunClock,
     input_quarantine: InputQuarantinePolicy,
@@ -205,6 +208,7 @@ def tournament_candidates(
     kinds={"pandas"},
     check_specs=[input_quarantine_check_spec("team_candidates")],
 )
+@transient_only
 def team_candidates(
     context: dg.AssetExecutionContext, app_db: AppDatabase, clock: RunClock,
     input_quarantine: InputQuarantinePolicy,
@@ -339,6 +343,7 @@ def require_inputs_from_this_run(context: dg.AssetExecutionContext) -> None:
         "recommendation_quality": dg.AssetIn("recommendation_quality"),
     },
 )
+@transient_only
 def publish_recommendations(
     context: dg.AssetExecutionContext,
     config: PublishConfig,

@@ -68,6 +68,7 @@ from recs_pipeline.defs.recommendations.reading import (
 )
 from recs_pipeline.defs.recommendations.run import stage_check_publish
 from recs_pipeline.resources import AppDatabase, RunClock
+from recs_pipeline.retries import transient_only, transient_retry_policy
 from recs_pipeline.tags import RECOMMENDATION_BUCKET_TAGS, REFRESH_AS_OF_TAG
 
 BUCKETED_JOB_NAME = "nightly_recommendations_bucketed_job"
@@ -147,7 +148,8 @@ class BucketPublishConfig(FailFastConfig):
     )
 
 
-@dg.op(retry_policy=dg.RetryPolicy(max_retries=2, delay=5, backoff=dg.Backoff.EXPONENTIAL))
+@dg.op(retry_policy=transient_retry_policy(max_retries=2, delay=5.0))
+@transient_only
 def score_recommendation_bucket(
     context: dg.OpExecutionContext, config: BucketConfig, app_db: AppDatabase, clock: RunClock
 ) -> ScoredBucket:

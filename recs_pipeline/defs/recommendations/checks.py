@@ -21,6 +21,7 @@ from recs_pipeline import schema
 from recs_pipeline.alerting import emit_alert, ui_base_url
 from recs_pipeline.compute.quality import QualityEvaluation
 from recs_pipeline.compute.quality_gate import decide_gate
+from recs_pipeline.retries import transient_only
 
 # --- recommendations ---------------------------------------------------------------------------
 
@@ -260,6 +261,7 @@ def last_published_quality(
     "had too little training history) or when the published NDCG@K fell more than "
     "max_relative_drop below the last published run's; a WARN also raises an alert.",
 )
+@transient_only
 def quality_gate(context, recommendation_quality) -> dg.AssetCheckResult:  # type: ignore[no-untyped-def]
     """context: AssetCheckExecutionContext; recommendation_quality: QualityEvaluation (loaded
     by the IO manager). Left unannotated: this module postpones annotations, and Dagster reads

@@ -31,6 +31,7 @@ from recs_pipeline.defs.recommendations.checks import QUALITY_KEY, ndcg_key, use
 from recs_pipeline.defs.recommendations.config import NIGHTLY_STEP_CONFIG, QualityConfig
 from recs_pipeline.defs.recommendations.quality_reading import read_snapshot
 from recs_pipeline.resources import AppDatabase, RunClock
+from recs_pipeline.retries import transient_only
 from recs_pipeline.tags import DATA_PLATFORM_OWNERS
 
 
@@ -91,6 +92,7 @@ def quality_metadata(report: QualityReport) -> dict[str, Any]:
     )],
     kinds={"pandas"},
 )
+@transient_only
 def recommendation_quality(
     context: dg.AssetExecutionContext,
     config: QualityConfig,

@@ -63,7 +63,7 @@ from recs_pipeline.config import FailFastConfig
 from recs_pipeline.db import SQLITE_DATE_GLOB, is_postgres
 from recs_pipeline.defs.app_tables import app_table_key
 from recs_pipeline.resources import AppDatabase
-from recs_pipeline.retries import transient_errors_retry, transient_retry_policy
+from recs_pipeline.retries import transient_only, transient_retry_policy
 from recs_pipeline.tags import RETENTION_PURGE_TAGS
 
 # A batch waits at most this long for a row lock held by the app before failing (and retrying
@@ -630,6 +630,7 @@ def purge_metadata(stats: PurgeStats, earlier: Counter[str] | None = None) -> di
     "bookkeeping rows in short batches (or count them in a dry run).",
     retry_policy=transient_retry_policy(max_retries=3, delay=10.0),  # 10 + 30 + 70 s
 )
+@transient_only
 def purge_expired_data(
     context: dg.OpExecutionContext, app_db: AppDatabase, plan: PurgePlan
 ) -> dict[str, int]:
@@ -647,27 +648,26 @@ def purge_expired_data(
             committed[table] += rows
         context.log.debug(f"{table}: batch of {rows} rows committed")
 
-    with transient_errors_retry():  # the database down or restarting: retried with backoff
+    try:
         try:
-            try:
-                stats = purge_expired_rows(
-                    app_db.get_engine(), plan.cutoff, batch_size=plan.batch_size,
-                    dry_run=plan.dry_run, on_batch=log_progress,
-                )
-            except Exception:
-                record_failed_attempt(context, committed)
-                raise
-        except RetentionPurgeError as exc:
-            raise dg.Failure(description=str(exc), allow_retries=False) from None
-        except sa.exc.IntegrityError as exc:
-            # A constraint the reflection could not see (e.g. a foreign key from another
-            # schema): the same batch would fail again, so this is permanent. Earlier batches
-            # stay committed.
-            raise dg.Failure(
-                description="retention purge violated a database constraint; nothing of the "
-                f"failing batch was deleted. Fix the reference or the purge rule: {exc.orig}",
-                allow_retries=False,
-            ) from None
+            stats = purge_expired_rows(
+                app_db.get_engine(), plan.cutoff, batch_size=plan.batch_size,
+                dry_run=plan.dry_run, on_batch=log_progress,
+            )
+        except Exception:
+            record_failed_attempt(context, committed)
+            raise
+    except RetentionPurgeError as exc:
+        raise dg.Failure(description=str(exc), allow_retries=False) from None
+    except sa.exc.IntegrityError as exc:
+        # A constraint the reflection could not see (e.g. a foreign key from another
+        # schema): the same batch would fail again, so this is permanent. Earlier batches
+        # stay committed.
+        raise dg.Failure(
+            description="retention purge violated a database constraint; nothing of the "
+            f"failing batch was deleted. Fix the reference or the purge rule: {exc.orig}",
+            allow_retries=False,
+        ) from None
     metadata = purge_metadata(stats, earlier)
     context.add_output_metadata({**app_db.run_metadata(), **metadata})
     verb = "would delete" if plan.dry_run else "deleted"

@@ -13,6 +13,7 @@ from recs_pipeline.defs.platform.housekeeping import (
     dagster_housekeeping_job,
     delete_old_runs,
 )
+from recs_pipeline.tags import NIGHTLY_RECOMMENDATIONS_TAGS, RECOMMENDATION_BUCKET_TAGS
 
 
 @dg.op
@@ -106,3 +107,29 @@ def test_housekeeping_job_on_the_instance(dagster_instance: dg.DagsterInstance) 
     # The housekeeping run itself was in progress and stays; the guard stays.
     assert _remaining(instance) == {guard, result.run_id}
     assert not set(old) & _remaining(instance)
+
+
+@dg.asset(key="recommendation_quality_history_probe")
+def _quality_probe() -> dg.MaterializeResult:
+    return dg.MaterializeResult(metadata={"tournaments/ndcg@10": 0.31})
+
+
+def test_nightly_runs_keep_the_quality_history_past_the_normal_age(
+    dagster_instance: dg.DagsterInstance,
+) -> None:
+    """The quality plots and the gate's "last published" reference are materializations of
+    nightly runs: those runs stay for history_max_age_days, not max_age_days."""
+    instance = dagster_instance
+    nightly = dg.materialize([_quality_probe], instance=instance,
+                             tags=NIGHTLY_RECOMMENDATIONS_TAGS).run_id
+    bucket = _run(instance, RECOMMENDATION_BUCKET_TAGS)
+    plain = _run(instance)
+    later = datetime.now(UTC) + timedelta(days=40)
+    result = delete_old_runs(instance, HousekeepingConfig(), now=later)
+    assert result.deleted_run_ids == [plain] and result.kept_for_history == 2
+    reference = instance.get_latest_materialization_event(_quality_probe.key)
+    assert reference is not None and reference.run_id == nightly
+    assert reference.asset_materialization.metadata["tournaments/ndcg@10"].value == 0.31
+    result = delete_old_runs(instance, HousekeepingConfig(), now=later + timedelta(days=370))
+    assert set(result.deleted_run_ids) == {nightly, bucket}
+    assert instance.all_logs(nightly) == []  # a year on, the history goes too
