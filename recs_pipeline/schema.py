@@ -272,4 +272,17 @@ achievement_dead_letters = sa.Table(
     sa.Index("ix_achievement_dead_letters_dead_lettered_at", "dead_lettered_at"),
 )
 
+# One-user refreshes the app asks for: it INSERTs (user_id) here, in the transaction of the change
+# that calls for fresh recommendations; `user_refresh_request_sensor` turns what is pending into
+# batched `refresh_user_recommendations_job` runs, and each run deletes exactly the requests it
+# read before computing, in the transaction that replaces the users' rows.
+recommendation_refresh_requests = sa.Table(
+    "recommendation_refresh_requests",
+    PIPELINE_METADATA,
+    sa.Column("id", BigId, primary_key=True, autoincrement=True),
+    sa.Column("user_id", sa.BigInteger(), nullable=False),
+    sa.Column("requested_at", sa.DateTime(), nullable=False, server_default=sa.func.now()),
+    sa.Index("ix_recommendation_refresh_requests_user_id", "user_id"),
+)
+
 PIPELINE_TABLES: tuple[sa.Table, ...] = tuple(PIPELINE_METADATA.sorted_tables)

@@ -19,9 +19,10 @@ SENSOR_NAME_TAG = "dagster/sensor_name"
 MAX_RUNTIME_TAG = "dagster/max_runtime"
 MAX_RUNTIME_SECONDS: dict[str, int] = {
     "nightly_recommendations": 3600,  # 1M users ~15 min with the nightly evaluation
-    "user_recommendations": 300,  # one user: 1-2 s plus launch
+    "user_recommendations": 300,  # up to 1,000 users: 6-8 s with the launch
     "retention_purge": 3600,  # 10M expired rows in minutes
     "achievements": 300,  # 5,000 events: ~1 s plus ~4 s launch
+    "achievements_replay": 900,  # dead letters: usually few
     "dagster_housekeeping": 900,
     "recommendation_bucket": 1800,
 }
@@ -52,6 +53,8 @@ RETENTION_PURGE_TAGS: dict[str, str] = {
 MAX_RETRIES_TAG = "dagster/max_retries"
 ACHIEVEMENTS_TAGS: dict[str, str] = {JOB_KIND_TAG: "achievements", MAX_RETRIES_TAG: "0",
                                      **_max_runtime("achievements")}
+ACHIEVEMENTS_REPLAY_TAGS: dict[str, str] = {JOB_KIND_TAG: "achievements_replay",
+                                            **_max_runtime("achievements_replay")}
 # Deletes old runs from the Dagster instance database only; never touches the app database.
 HOUSEKEEPING_TAGS: dict[str, str] = {JOB_KIND_TAG: "dagster_housekeeping",
                                      **_max_runtime("dagster_housekeeping")}

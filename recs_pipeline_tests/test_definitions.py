@@ -28,7 +28,7 @@ EXPECTED_PIPELINE_ASSETS: set[str] = {
 EXPECTED_JOBS: set[str] = {
     "dagster_housekeeping_job", "retention_purge_job", "achievements_job",
     "nightly_recommendations_job", "refresh_user_recommendations_job",
-    "nightly_recommendations_bucketed_job",
+    "nightly_recommendations_bucketed_job", "replay_dead_letters_job",
 }
 EXPECTED_SCHEDULES: dict[str, str] = {  # name -> cron
     "dagster_housekeeping_schedule": "45 4 * * *",
@@ -36,10 +36,13 @@ EXPECTED_SCHEDULES: dict[str, str] = {  # name -> cron
     "nightly_recommendations_schedule": "0 2 * * *",
     "nightly_recommendations_bucketed_schedule": "0 2 * * *",
 }
-EXPECTED_SENSORS: set[str] = {"run_failure_alert_sensor", "achievement_events_sensor"}
+EXPECTED_SENSORS: set[str] = {"run_failure_alert_sensor", "achievement_events_sensor",
+                              "freshness_alert_sensor", "user_refresh_request_sensor"}
 PUBLISHED_TABLE_CHECKS = ("at_most_k", "coverage", "eligibility", "no_duplicate_items", "no_pii",
                           "ranks_contiguous", "scores_valid")
-EXPECTED_CHECKS: set[str] = {"recommendation_quality:quality_gate"} | {
+EXPECTED_CHECKS: set[str] = {"recommendation_quality:quality_gate",
+                             "app/app_events:outbox_lag",
+                             "app/app_events:unresolved_dead_letters"} | {
     f"{asset}:input_quarantine"
     for asset in ("user_features", "tournament_candidates", "team_candidates")
 } | {

@@ -83,6 +83,7 @@ BENCH_COMMANDS = {
     "achievements": ["bench", "achievements"],
     "faults": ["bench", "faults", "--cluster", "15 nowhere"],
     "bad-input": ["bench", "bad-input", "--backends", "postgresql"],
+    "user-refresh": ["bench", "user-refresh"],
 }
 
 

@@ -27,6 +27,7 @@ from recs_pipeline.defs.achievements.sensor import (
     AchievementSensorSettings,
     build_achievement_events_sensor,
 )
+from recs_pipeline.defs.recommendations.sensors import user_refresh_request_sensor
 from recs_pipeline.resources import AppDatabase
 from recs_pipeline.tags import RUN_KEY_TAG
 from recs_pipeline_tests.conftest import postgres_url
@@ -181,6 +182,26 @@ def test_django_app_end_to_end(django_db: str, database_url: str,
     # that Django reads as UTC): comparing with timezone.now() works.
     assert all(r.generated_at.tzinfo is not None and r.generated_at <= now for r in recs)
     assert m.TeamRecommendation.objects.using(alias).exists()
+
+    # On-demand refreshes: the app creates a request row in the transaction of the change; the
+    # sensor batches what is pending into one run, which serves (deletes) every request.
+    from django.db import transaction
+
+    requested = [r.user_id for r in recs[:5]]
+    with transaction.atomic(using=alias):
+        for user_id in requested * 3:
+            m.RecommendationRefreshRequest.objects.using(alias).create(user_id=user_id)
+    app_db = AppDatabase(url=database_url)
+    with dg.build_sensor_context(instance=dagster_instance,
+                                 resources={"app_db": app_db}) as context:
+        result = user_refresh_request_sensor(context)
+    [request] = result.run_requests or []
+    assert request.run_config["ops"]["refresh_user_recommendations"]["config"]["user_ids"] == (
+        sorted(set(requested)))
+    refresh = defs.resolve_job_def("refresh_user_recommendations_job").execute_in_process(
+        run_config=request.run_config, instance=dagster_instance, tags=request.tags)
+    assert refresh.success
+    assert not m.RecommendationRefreshRequest.objects.using(alias).exists()
 
     # Achievements: every outbox event handled once, each achievement once per user.
     runs = _run_sensor_and_achievements(dagster_instance, database_url)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from django.contrib.auth.models import AbstractUser
 from django.db import models
+from django.db.models.functions import Now
 
 
 class User(AbstractUser):
@@ -173,4 +174,16 @@ class TeamRecommendation(models.Model):
 
     class Meta:
         db_table = "team_recommendations"
+        managed = False
+
+
+class RecommendationRefreshRequest(models.Model):
+    """A one-user refresh the app asks for: create one in the transaction of the change."""
+
+    id = models.BigAutoField(primary_key=True)
+    user = models.ForeignKey(User, on_delete=models.DO_NOTHING, db_constraint=False)
+    requested_at = models.DateTimeField(db_default=Now())
+
+    class Meta:
+        db_table = "recommendation_refresh_requests"
         managed = False

@@ -22,6 +22,7 @@ from dagster._core.instance.utils import RUNLESS_JOB_NAME, RUNLESS_RUN_ID
 
 from recs_pipeline import schema
 from recs_pipeline.definitions import defs
+from recs_pipeline.defs.recommendations.refresh_requests import pending_count, request_refresh
 from recs_pipeline_tests.deploy_support import REPO_ROOT, wait_for
 from recs_pipeline_tests.e2e.browser import capture, ui_errors
 from recs_pipeline_tests.e2e.conftest import LOCATION, REPOSITORY, Deployment
@@ -238,6 +239,69 @@ def test_ui_screenshots_show_no_errors(deployment: Deployment, nightly_run_id: s
 
 
 # --- The daemon: outbox events -> sensor -> queued achievements runs, across a daemon restart --
+
+REFRESH_RUNS_QUERY = """
+{
+  runsOrError(filter: {pipelineName: "refresh_user_recommendations_job"}) {
+    ... on Runs { results { runId status startTime endTime tags { key value } } }
+  }
+}
+"""
+
+
+def _refresh_runs(deployment: Deployment, launched_by: str | None) -> list[dict]:
+    runs = deployment.graphql(REFRESH_RUNS_QUERY)["runsOrError"]["results"]
+    return [r for r in runs if launched_by is None or {t["key"]: t["value"] for t in r["tags"]}
+            .get("dagster/sensor_name") == launched_by]
+
+
+@pytest.mark.timeout(240)
+def test_a_thousand_app_requests_become_a_few_runs(
+    deployment: Deployment, nightly_run_id: str
+) -> None:
+    """The app INSERTs refresh requests (1,000 at once, for every user); the daemon's
+    user_refresh_request_sensor serves them with a few batched runs, not 1,000."""
+    engine = deployment.app_engine()
+    try:
+        with engine.connect() as conn:
+            users = list(conn.execute(sa.select(schema.users.c.id)).scalars())
+        t0 = time.monotonic()
+        with engine.begin() as conn:
+            request_refresh(conn, [users[i % len(users)] for i in range(1000)])
+
+        def served() -> bool:
+            with engine.connect() as conn:
+                if pending_count(conn):
+                    return False
+            return all(r["status"] in ("SUCCESS", "FAILURE", "CANCELED")
+                       for r in _refresh_runs(deployment, "user_refresh_request_sensor"))
+
+        wait_for(served, 180, interval=1.0, what="every refresh request served")
+        elapsed = time.monotonic() - t0
+        runs = _refresh_runs(deployment, "user_refresh_request_sensor")
+        assert runs and {r["status"] for r in runs} == {"SUCCESS"}
+        assert len(runs) <= 3, f"{len(runs)} runs for 1,000 requests"
+        print(f"1000 requests for {len(users)} users: {len(runs)} runs, all served "
+              f"{elapsed:.1f} s after the insert; run seconds "
+              f"{[round(r['endTime'] - r['startTime'], 1) for r in runs]}")
+    finally:
+        engine.dispose()
+
+
+@pytest.mark.timeout(180)
+def test_the_app_refreshes_users_with_one_graphql_call(deployment: Deployment) -> None:
+    """The documented client call (docs/operations.md): dagster-graphql's Python client."""
+    from dagster_graphql import DagsterGraphQLClient
+
+    client = DagsterGraphQLClient("127.0.0.1", port_number=deployment.port)
+    run_id = client.submit_job_execution(
+        "refresh_user_recommendations_job",
+        repository_location_name=LOCATION, repository_name=REPOSITORY,
+        run_config={"ops": {"refresh_user_recommendations": {"config": {"user_ids": [1, 2, 3]}}}},
+    )
+    assert _wait_for_run(deployment, run_id, timeout=150) == "SUCCESS", (
+        _run_errors(deployment, run_id))
+
 
 ACHIEVEMENT_RUNS_QUERY = """
 {

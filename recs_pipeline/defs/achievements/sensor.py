@@ -34,7 +34,9 @@ import dagster as dg
 from sqlalchemy.engine import Connection
 
 from recs_pipeline.compute.achievements import batch_key, compress_ranges, split_batches
+from recs_pipeline.compute.timestamps import utc_now
 from recs_pipeline.defs.achievements import store
+from recs_pipeline.defs.achievements.checks import outbox_evaluations
 from recs_pipeline.defs.achievements.job import ACHIEVEMENTS_JOB_NAME, achievements_job
 from recs_pipeline.defs.app_tables import USER_ACHIEVEMENTS_KEY
 from recs_pipeline.resources import AppDatabase
@@ -47,7 +49,8 @@ LAST_TAG = "recs/achievements_last_event_id"
 COUNT_TAG = "recs/achievements_event_count"
 ENV_PREFIX = "RECS_ACHIEVEMENTS_"
 _MAX_OBSERVATIONS = 240
-# Half of user_achievements' warn window (app_tables.USER_ACHIEVEMENTS_FRESHNESS).
+# Half of user_achievements' warn window (app_tables.USER_ACHIEVEMENTS_FRESHNESS); the outbox
+# checks (checks.py) are recorded at the same cadence.
 CAUGHT_UP_HEARTBEAT_SECONDS = 300
 # Runs that still hold their batch: queued, starting, running or being canceled.
 NOT_FINISHED_STATUSES = [
@@ -115,6 +118,7 @@ class CursorState:
     lwm: int = 0
     observations: list[tuple[float, int]] = field(default_factory=list)
     in_flight: list[InFlight] = field(default_factory=list)
+    checked_at: float = 0.0  # when the outbox checks were last recorded
 
     @classmethod
     def parse(cls, cursor: str | None) -> CursorState:
@@ -128,6 +132,7 @@ class CursorState:
                 observations=[(float(t), int(i)) for t, i in raw.get("obs", [])],
                 in_flight=[InFlight(str(k), int(f), int(la), float(t))
                            for k, f, la, t in raw.get("inflight", [])],
+                checked_at=float(raw.get("checked", 0.0)),
             )
         except (ValueError, KeyError, TypeError):
             return cls()
@@ -139,6 +144,7 @@ class CursorState:
             "obs": [[round(t, 3), i] for t, i in self.observations],
             "inflight": [[e.key, e.first, e.last, round(e.requested_at, 3)]
                          for e in self.in_flight],
+            "checked": round(self.checked_at, 3),
         }, separators=(",", ":"))
 
 
@@ -288,6 +294,7 @@ def plan_tick(
         lwm=max(0, new_lwm),
         observations=prune_observations(observations, now, settings.settle_seconds),
         in_flight=in_flight,
+        checked_at=state.checked_at,
     )
     return TickPlan(requests, new_state, len(found) if capacity else 0, len(in_flight),
                     scanned_to, top)
@@ -319,15 +326,19 @@ def build_achievement_events_sensor(
         instance = context.instance if _has_instance(context) else None
         with engine.connect() as conn:
             plan = plan_tick(conn, instance, context.cursor, settings)
-            heartbeat = (caught_up_heartbeat(conn, plan)
-                         if instance is not None and plan.caught_up
-                         and _heartbeat_due(instance) else [])
+            events: list[dg.AssetMaterialization | dg.AssetCheckEvaluation] = []
+            if instance is not None:
+                if plan.caught_up and _heartbeat_due(instance):
+                    events += caught_up_heartbeat(conn, plan)
+                if time.time() - plan.state.checked_at >= CAUGHT_UP_HEARTBEAT_SECONDS:
+                    events += outbox_evaluations(store.outbox_health(conn), utc_now())
+                    plan.state.checked_at = time.time()
         context.log.info(plan.summary())
         return dg.SensorResult(
             run_requests=plan.run_requests,
             cursor=plan.state.serialize(),
-            asset_events=heartbeat,
-            skip_reason=None if plan.run_requests or heartbeat else plan.summary(),
+            asset_events=events,
+            skip_reason=None if plan.run_requests or events else plan.summary(),
         )
 
     return achievement_events_sensor

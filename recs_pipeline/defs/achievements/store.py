@@ -79,6 +79,40 @@ def user_achievement_rows(conn: Connection) -> int:
         sa.select(sa.func.count()).select_from(schema.user_achievements)).scalar_one())
 
 
+@dataclass(frozen=True)
+class OutboxHealth:
+    """What the outbox checks report: unprocessed achievement events, unresolved dead letters."""
+
+    pending_events: int
+    oldest_pending_id: int | None
+    oldest_pending_at: pd.Timestamp | None
+    dead_letters: int
+    oldest_dead_letter_at: pd.Timestamp | None
+
+
+def _timestamp(value: object) -> pd.Timestamp | None:
+    """A stored timestamp (driver datetime or the contract's text) as naive UTC; None if NULL
+    or unreadable."""
+    parsed = parse_utc_naive(pd.Series([value], dtype=object))[0].iloc[0]
+    return None if pd.isna(parsed) else parsed
+
+
+def outbox_health(conn: Connection) -> OutboxHealth:
+    """One anti-join of the outbox with the ledger, one count of the unreplayed dead letters."""
+    pending = sa.select(sa.func.count(), sa.func.min(E.c.id)).where(
+        E.c.event_type.in_(EVENT_TYPES), ~sa.exists().where(LEDGER.c.event_id == E.c.id))
+    count, oldest_id = conn.execute(pending).one()
+    oldest_at = None if oldest_id is None else _timestamp(conn.execute(
+        sa.select(E.c.created_at).where(E.c.id == oldest_id)).scalar_one())
+    dead, dead_at = conn.execute(sa.select(sa.func.count(), sa.func.min(DEAD.c.dead_lettered_at))
+                                 .where(DEAD.c.replayed_at.is_(None))).one()
+    return OutboxHealth(
+        pending_events=int(count), oldest_pending_id=None if oldest_id is None else int(oldest_id),
+        oldest_pending_at=oldest_at, dead_letters=int(dead),
+        oldest_dead_letter_at=None if dead_at is None else _timestamp(dead_at),
+    )
+
+
 def scan_pending_ids(
     conn: Connection,
     lo: int,
@@ -501,7 +535,8 @@ class ReplaySummary:
 
 
 def replay_dead_letters(
-    engine: Engine, *, event_ids: Sequence[int] = (), replay_all: bool = False
+    engine: Engine, *, event_ids: Sequence[int] = (), replay_all: bool = False,
+    run_id: str = "cli-replay",
 ) -> ReplaySummary:
     """Re-drive dead-lettered events (those not successfully replayed yet) through the flow.
 
@@ -518,5 +553,5 @@ def replay_dead_letters(
     skipped = sorted({int(i) for i in event_ids} - set(selected))
     if not selected:
         return ReplaySummary(selected=[], not_dead_lettered=skipped, result=None)
-    result = process_events(engine, event_ids=selected, run_id="cli-replay", replay=True)
+    result = process_events(engine, event_ids=selected, run_id=run_id, replay=True)
     return ReplaySummary(selected=selected, not_dead_lettered=skipped, result=result)

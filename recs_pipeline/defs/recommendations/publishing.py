@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import io
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -390,9 +390,31 @@ def _swap_sqlite(conn: Connection, kind: RecommendationKind) -> None:
     conn.execute(sa.text(f"DROP TABLE {_q(kind.staging_name)}"))
 
 
+# Every privilege on a table granted to a role other than its owner (PUBLIC as grantee 0).
+_TABLE_GRANTS = sa.text("""
+    SELECT CASE WHEN a.grantee = 0 THEN 'PUBLIC' ELSE quote_ident(r.rolname) END AS grantee,
+           a.privilege_type, a.is_grantable
+    FROM pg_class c CROSS JOIN LATERAL aclexplode(c.relacl) a
+    LEFT JOIN pg_roles r ON r.oid = a.grantee
+    WHERE c.oid = to_regclass(:table) AND a.grantee <> c.relowner
+    ORDER BY 1, 2
+""")
+
+
+def carry_over_grants(conn: Connection, source: str, target: str) -> int:
+    """Grant on `target` what was granted on `source` (the app's reader role keeps SELECT
+    across the swap, which replaces the table object). Returns the privileges granted."""
+    grants = conn.execute(_TABLE_GRANTS, {"table": _q(source)}).all()
+    for grantee, privilege, grantable in grants:
+        option = " WITH GRANT OPTION" if grantable else ""
+        conn.execute(sa.text(f"GRANT {privilege} ON {_q(target)} TO {grantee}{option}"))
+    return len(grants)
+
+
 def _swap_postgres(conn: Connection, kind: RecommendationKind) -> None:
     published, staging = kind.table.name, kind.staging_name
     old, new = _names(published, kind.item_column), _names(staging, kind.item_column)
+    carry_over_grants(conn, published, staging)
     conn.execute(sa.text(f"DROP TABLE {_q(published)}"))
     conn.execute(sa.text(f"ALTER TABLE {_q(staging)} RENAME TO {_q(published)}"))
     for key in ("pkey", "unique"):
@@ -408,20 +430,29 @@ def drop_staging(engine: Engine, kinds: tuple[RecommendationKind, ...] = KINDS) 
             conn.execute(sa.text(f"DROP TABLE IF EXISTS {_q(kind.staging_name)}"))
 
 
+_USERS_PER_DELETE = 500  # bound parameters per DELETE ... IN
+
+
 def replace_user_rows(
-    engine: Engine, user_id: int, frames: Mapping[RecommendationKind, pd.DataFrame]
+    engine: Engine, user_ids: Sequence[int], frames: Mapping[RecommendationKind, pd.DataFrame],
+    in_transaction: Callable[[Connection], object] | None = None,
 ) -> dict[str, int]:
-    """Replace exactly one user's rows of each kind in one transaction; returns rows deleted /
-    written per kind."""
+    """Replace exactly these users' rows of each kind in one transaction (and run
+    `in_transaction` in it); returns rows deleted / written per kind."""
     ensure_pipeline_tables(engine)
+    ids = sorted({int(u) for u in user_ids})
     counts: dict[str, int] = {}
     with engine.begin() as conn:
         for kind, frame in frames.items():
-            rows = frame[frame["user_id"] == user_id][[c.name for c in kind.table.columns]]
-            deleted = conn.execute(
-                kind.table.delete().where(kind.table.c.user_id == int(user_id))
-            ).rowcount
+            rows = frame[frame["user_id"].isin(ids)][[c.name for c in kind.table.columns]]
+            deleted = sum(
+                int(conn.execute(kind.table.delete().where(
+                    kind.table.c.user_id.in_(ids[i:i + _USERS_PER_DELETE]))).rowcount or 0)
+                for i in range(0, len(ids), _USERS_PER_DELETE)
+            )
             written = bulk_insert(conn, kind.table, rows)
-            counts[f"{kind.name}_deleted"] = int(deleted or 0)
+            counts[f"{kind.name}_deleted"] = deleted
             counts[f"{kind.name}_written"] = int(written)
+        if in_transaction is not None:
+            in_transaction(conn)
     return counts

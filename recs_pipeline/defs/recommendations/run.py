@@ -1,14 +1,15 @@
 """The recommendation refresh end to end, shared by the assets, the one-user job and the benchmark.
 
 `stage_check_publish` stages both kinds, evaluates the blocking checks on the staged rows and swaps
-only when every check passed. `refresh_user` is the one-user path: same readers (restricted to the
-user), same scoring, same checks (in memory), then that user's rows are replaced in one
-transaction.
+only when every check passed. `refresh_users` is the on-demand path (one user or a batch the app
+asked for): same readers (restricted to the users), same scoring, same checks (in memory), then
+exactly those users' rows are replaced in one transaction.
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -16,6 +17,7 @@ from typing import Any
 import pandas as pd
 from sqlalchemy.engine import Connection, Engine
 
+from recs_pipeline.bootstrap import ensure_pipeline_tables
 from recs_pipeline.compute.candidates import CandidateSet
 from recs_pipeline.compute.eligibility import find_violations
 from recs_pipeline.compute.features import UserFeatureSet
@@ -49,6 +51,7 @@ from recs_pipeline.defs.recommendations.reading import (
     load_tournament_candidates,
     read_user_inputs,
 )
+from recs_pipeline.defs.recommendations.refresh_requests import claim_requests, delete_requests
 
 
 @dataclass
@@ -179,58 +182,77 @@ def stage_check_publish(
 
 @dataclass
 class UserRefreshOutcome:
-    user_id: int
-    status: str  # "refreshed" / "not_eligible"
+    """One refresh run's users: refreshed (rows replaced) or not eligible (rows removed)."""
+
+    user_ids: list[int]
+    refreshed: list[int]
+    not_eligible: list[int]
     rows: dict[str, int]
     checks: list[CheckOutcome]
     timings: dict[str, float]
     model_version: str
     recommendations: Recommendations | None = None
+    requests_served: int = 0  # app requests (recommendation_refresh_requests) deleted
 
     @property
     def failures(self) -> list[CheckOutcome]:
         return [c for c in self.checks if not c.passed]
 
+    @property
+    def status(self) -> str:
+        return "refreshed" if self.refreshed else "not_eligible"
 
-def refresh_user(
-    engine: Engine, user_id: int, params: ScoringParams, now: datetime
+
+def refresh_users(
+    engine: Engine, user_ids: Sequence[int], params: ScoringParams, now: datetime
 ) -> UserRefreshOutcome:
-    """Recompute and replace one user's rows; an unknown / inactive / profile-less user has their
-    rows removed (and nothing written)."""
+    """Recompute and replace these users' rows in one transaction; an unknown / inactive /
+    profile-less user has their rows removed (and nothing written). The app's pending refresh
+    requests for the users, read before their data, are deleted in that transaction; when a
+    blocking check fails nothing is written and the requests are deleted too (the run fails and
+    alerts; the nightly refresh covers the users), so a bad batch is not re-requested forever."""
+    ids = sorted({int(u) for u in user_ids})
     timings: dict[str, Any] = {}
     t0 = time.perf_counter()
+    ensure_pipeline_tables(engine)
     with engine.connect() as conn:
+        claimed = claim_requests(conn, ids)  # first: a request committed later stays pending
         tournament_candidates = load_tournament_candidates(conn, now)
         team_candidates = load_team_candidates(conn, now)
-        inputs = read_user_inputs(conn, now, user_ids=[user_id])
+        inputs = read_user_inputs(conn, now, user_ids=ids)
     timings["read"] = time.perf_counter() - t0
     t0 = time.perf_counter()
     users = build_user_feature_set(inputs, now)
     timings["features"] = time.perf_counter() - t0
-    version = params.model_version()
-    if user_id not in set(users.features["user_id"].tolist()):
-        empty = {kind: pd.DataFrame(columns=[c.name for c in kind.table.columns]) for kind in KINDS}
-        t0 = time.perf_counter()
-        rows = replace_user_rows(engine, user_id, empty)
-        timings["write"] = time.perf_counter() - t0
-        return UserRefreshOutcome(user_id, "not_eligible", rows, [], timings, version)
-    recs = recommend(users, tournament_candidates, team_candidates, params, now)
-    timings.update({f"score_{k}": v for k, v in recs.timings.items()})
-    frames = _frames(recs)
-    checks: list[CheckOutcome] = []
-    for kind in KINDS:
-        frame = frames[kind]
-        violations = violations_for(
-            kind, frame, users, _candidates(kind, tournament_candidates, team_candidates), now)
-        checks += evaluate_recommendation_checks(
-            kind.name, summarize_recommendations(frame, kind.item_column, params.top_k),
-            violations, recs.users_with_candidates[kind.name], expected_rows=len(frame),
-            top_k=params.top_k,
-        )
-    outcome = UserRefreshOutcome(user_id, "refreshed", {}, checks, timings, version, recs)
-    if outcome.failures:
-        return outcome
+    eligible = sorted(set(users.features["user_id"].astype(int).tolist()) & set(ids))
+    outcome = UserRefreshOutcome(
+        ids, eligible, [u for u in ids if u not in set(eligible)], {}, [], timings,
+        params.model_version())
+    frames = {kind: pd.DataFrame(columns=[c.name for c in kind.table.columns]) for kind in KINDS}
+    if eligible:
+        recs = recommend(users, tournament_candidates, team_candidates, params, now)
+        timings.update({f"score_{k}": v for k, v in recs.timings.items()})
+        frames = _frames(recs)
+        for kind in KINDS:
+            frame = frames[kind]
+            violations = violations_for(
+                kind, frame, users, _candidates(kind, tournament_candidates, team_candidates),
+                now)
+            outcome.checks += evaluate_recommendation_checks(
+                kind.name, summarize_recommendations(frame, kind.item_column, params.top_k),
+                violations, recs.users_with_candidates[kind.name], expected_rows=len(frame),
+                top_k=params.top_k,
+            )
+        outcome.recommendations = recs
     t0 = time.perf_counter()
-    outcome.rows = replace_user_rows(engine, user_id, frames)
+    if outcome.failures:
+        with engine.begin() as conn:
+            outcome.requests_served = delete_requests(conn, claimed)
+        return outcome
+
+    def serve_requests(conn: Connection) -> None:
+        outcome.requests_served = delete_requests(conn, claimed)
+
+    outcome.rows = replace_user_rows(engine, ids, frames, in_transaction=serve_requests)
     timings["write"] = time.perf_counter() - t0
     return outcome

@@ -16,4 +16,5 @@ BENCH_TOPICS: dict[str, str] = {
     "swap": "recs_pipeline.devtools.bench.swap",
     "faults": "recs_pipeline.devtools.bench.faults",
     "bad-input": "recs_pipeline.devtools.bench.bad_input",
+    "user-refresh": "recs_pipeline.devtools.bench.user_refresh",
 }

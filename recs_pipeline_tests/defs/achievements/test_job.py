@@ -15,6 +15,8 @@ from recs_pipeline.cli import main as cli_main
 from recs_pipeline.compute.achievements import evaluate_awards
 from recs_pipeline.defs.achievements import store
 from recs_pipeline.defs.achievements.job import achievements_job
+from recs_pipeline.defs.achievements.replay import replay_dead_letters_job
+from recs_pipeline.defs.app_tables import USER_ACHIEVEMENTS_KEY
 from recs_pipeline.resources import AppDatabase
 from recs_pipeline.retries import is_transient_db_error
 from recs_pipeline_tests import achievements_data as data
@@ -127,6 +129,42 @@ def test_events_replay_redrives_fixed_events(
     assert all(dead[e][1] is None for e in (9, 11, 13, 14))
     assert len(data.awards(engine)) == len(data.EXPECTED_AWARDS) + 1
     assert cli_main(["--database-url", database_url, "events", "replay"]) == 2
+
+
+def test_the_replay_job_redrives_fixed_events_from_the_ui(
+    app_db: AppDatabase, engine: Engine, dagster_instance: dg.DagsterInstance
+) -> None:
+    """replay_dead_letters_job, as launched from the Launchpad: same outcome as the CLI, the
+    counts in its metadata, the new award materializes user_achievements; bad config fails at
+    once, not retried."""
+    data.build_world(engine)
+    _run(app_db, ALL_EVENTS)
+    with engine.begin() as conn:
+        conn.execute(schema.users.insert().values(
+            id=999, username="late", email="late@example.com", region="eu", is_active=True,
+            date_joined=data.T0))
+        conn.execute(schema.team_members.insert().values(id=99, team_id=1, user_id=999,
+                                                         joined_at=data.T0))
+
+    def replay(config: dict) -> dg.ExecuteInProcessResult:
+        return replay_dead_letters_job.execute_in_process(
+            run_config={"ops": {"replay_dead_letters": {"config": config}}},
+            resources={"app_db": app_db}, instance=dagster_instance, raise_on_error=False)
+
+    result = replay({"event_ids": [10, 11]})
+    assert result.success
+    meta = _metadata(result, "replay_dead_letters")
+    assert meta["replayed"] == 2 and meta["awards"] == 1
+    assert meta["still_dead_lettered"] == {"user_not_found": 1}
+    assert (999, 5, 10) in data.awards(engine)
+    latest = dagster_instance.get_latest_materialization_event(USER_ACHIEVEMENTS_KEY)
+    assert latest is not None and latest.run_id == result.run_id
+    assert _metadata(replay({"replay_all": True}), "replay_dead_letters")["awards"] == 0
+    for bad in ({}, {"event_ids": [1], "replay_all": True}):
+        failed = replay(bad)
+        [failure] = [e for e in failed.all_events if e.is_step_failure]
+        assert "give event_ids or replay_all" in failure.step_failure_data.error.message
+        assert not any(e.event_type_value == "STEP_UP_FOR_RETRY" for e in failed.all_events)
 
 
 class _FlakyAppDatabase(AppDatabase):

@@ -15,6 +15,7 @@ from sqlalchemy.engine import Engine
 from recs_pipeline import schema
 from recs_pipeline.db import bulk_insert
 from recs_pipeline.defs.achievements import sensor as sensor_module
+from recs_pipeline.defs.achievements.checks import outbox_checks
 from recs_pipeline.defs.achievements.job import achievements_job
 from recs_pipeline.defs.achievements.sensor import (
     AchievementSensorSettings,
@@ -22,7 +23,7 @@ from recs_pipeline.defs.achievements.sensor import (
     build_achievement_events_sensor,
     plan_tick,
 )
-from recs_pipeline.defs.app_tables import USER_ACHIEVEMENTS_KEY
+from recs_pipeline.defs.app_tables import APP_TABLE_SPECS, USER_ACHIEVEMENTS_KEY
 from recs_pipeline.resources import AppDatabase
 from recs_pipeline_tests import achievements_data as data
 
@@ -225,6 +226,47 @@ def test_settings_from_env(monkeypatch: pytest.MonkeyPatch) -> None:
         AchievementSensorSettings.from_env()
 
 
+def _materializations(result: dg.SensorResult) -> list[dg.AssetMaterialization]:
+    return [e for e in result.asset_events if isinstance(e, dg.AssetMaterialization)]
+
+
+def _checks(result: dg.SensorResult) -> dict[str, dg.AssetCheckEvaluation]:
+    return {e.check_name: e for e in result.asset_events
+            if isinstance(e, dg.AssetCheckEvaluation)}
+
+
+def test_the_outbox_checks_are_recorded_by_the_sensor_and_runnable_from_the_ui(
+    app_db: AppDatabase, engine: Engine, dagster_instance: dg.DagsterInstance,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """outbox_lag fails while old events wait and passes once they are handled;
+    unresolved_dead_letters fails while dead letters wait for a replay. The sensor records both
+    at most every CAUGHT_UP_HEARTBEAT_SECONDS (no run needed); the check also runs on demand."""
+    data.build_world(engine)  # its events are days old; some are bad (dead letters)
+    sensor = build_achievement_events_sensor(FAST)
+    first = _tick(sensor, dagster_instance, app_db, None)
+    checks = _checks(first)
+    assert not checks["outbox_lag"].passed
+    assert checks["outbox_lag"].metadata["pending_events"].value == len(OUR_EVENTS)
+    assert checks["unresolved_dead_letters"].passed  # nothing dead-lettered yet
+    assert _checks(_tick(sensor, dagster_instance, app_db, first.cursor)) == {}  # not due yet
+    for request in first.run_requests or []:
+        _launch(dagster_instance, app_db, request)
+    monkeypatch.setattr(sensor_module, "CAUGHT_UP_HEARTBEAT_SECONDS", 0)
+    checks = _checks(_tick(sensor, dagster_instance, app_db, first.cursor))
+    assert checks["outbox_lag"].passed
+    assert not checks["unresolved_dead_letters"].passed
+    # every bad event but 13 (an unknown type: no sensor batch ever holds it)
+    assert checks["unresolved_dead_letters"].metadata["unresolved_dead_letters"].value == len(
+        data.EXPECTED_DEAD) - 1
+    # The same checks, executed as the UI's "Execute checks" does.
+    job = dg.Definitions(assets=APP_TABLE_SPECS, asset_checks=[outbox_checks],
+                         resources={"app_db": app_db}).resolve_implicit_global_asset_job_def()
+    result = job.execute_in_process(instance=dagster_instance)
+    outcomes = {e.check_name: e.passed for e in result.get_asset_check_evaluations()}
+    assert outcomes == {"outbox_lag": True, "unresolved_dead_letters": False}
+
+
 def test_user_achievements_is_materialized_by_runs_and_by_a_caught_up_outbox(
     app_db: AppDatabase, engine: Engine, dagster_instance: dg.DagsterInstance,
     monkeypatch: pytest.MonkeyPatch,
@@ -235,7 +277,7 @@ def test_user_achievements_is_materialized_by_runs_and_by_a_caught_up_outbox(
     data.build_world(engine)
     sensor = build_achievement_events_sensor(FAST)
     first = _tick(sensor, dagster_instance, app_db, None)
-    assert first.run_requests and not first.asset_events  # work pending: no heartbeat
+    assert first.run_requests and not _materializations(first)  # work pending: no heartbeat
     for request in first.run_requests:
         _launch(dagster_instance, app_db, request)
     latest = dagster_instance.get_latest_materialization_event(USER_ACHIEVEMENTS_KEY)
@@ -243,10 +285,10 @@ def test_user_achievements_is_materialized_by_runs_and_by_a_caught_up_outbox(
     materialization = latest.asset_materialization
     assert materialization.metadata["dagster/row_count"].value == len(data.EXPECTED_AWARDS)
     caught_up = _tick(sensor, dagster_instance, app_db, first.cursor)
-    assert not caught_up.run_requests and not caught_up.asset_events  # fresh from the run
+    assert not caught_up.run_requests and not _materializations(caught_up)  # fresh from the run
     monkeypatch.setattr(sensor_module, "CAUGHT_UP_HEARTBEAT_SECONDS", 0)
     beat = _tick(sensor, dagster_instance, app_db, caught_up.cursor)
-    [heartbeat] = beat.asset_events
+    [heartbeat] = _materializations(beat)
     assert heartbeat.asset_key == USER_ACHIEVEMENTS_KEY
     assert heartbeat.metadata["pending_events"].value == 0
     assert heartbeat.metadata["dagster/row_count"].value == len(data.EXPECTED_AWARDS)
@@ -254,4 +296,4 @@ def test_user_achievements_is_materialized_by_runs_and_by_a_caught_up_outbox(
         conn.execute(schema.app_events.insert(), [
             {"id": 15, "event_type": "team_joined", "user_id": 1, "created_at": data.T0}])
     pending = _tick(sensor, dagster_instance, app_db, beat.cursor)
-    assert pending.run_requests and not pending.asset_events
+    assert pending.run_requests and not _materializations(pending)

@@ -292,3 +292,40 @@ def test_sqlite_staging_commits_in_bounded_batches(tmp_path: Path) -> None:
             "ORDER BY user_id, rank"), conn)
     assert staged.to_dict("list") == frame[["user_id", "tournament_id", "rank"]].to_dict("list")
     engine.dispose()
+
+
+def test_the_app_readers_privileges_survive_the_swap(pg_engine: Engine) -> None:
+    """The swap replaces the table objects; what was granted on them is granted again, in the
+    same transaction, so the app's reader role never meets `permission denied`."""
+    role = "recs_test_app_reader"
+    with pg_engine.begin() as conn:
+        conn.execute(sa.text(f"DROP ROLE IF EXISTS {role}"))
+        conn.execute(sa.text(f"CREATE ROLE {role} NOLOGIN"))
+        current = conn.execute(sa.text("SELECT current_schema()")).scalar_one()
+        conn.execute(sa.text(f'GRANT USAGE ON SCHEMA "{current}" TO {role}'))
+    try:
+        _publish(pg_engine, "v1")
+        with pg_engine.begin() as conn:
+            conn.execute(sa.text(f"GRANT SELECT ON tournament_recommendations, "
+                                 f"team_recommendations TO {role}"))
+            conn.execute(sa.text(f"GRANT INSERT ON team_recommendations TO {role} "
+                                 "WITH GRANT OPTION"))
+        _publish(pg_engine, "v2")
+        with pg_engine.connect() as conn:
+            def can(table: str, privilege: str) -> bool:
+                return conn.execute(sa.text("SELECT has_table_privilege(:r, :t, :p)"),
+                                    {"r": role, "t": table, "p": privilege}).scalar_one()
+
+            assert can("tournament_recommendations", "SELECT")
+            assert can("team_recommendations", "SELECT")
+            assert can("team_recommendations", "INSERT WITH GRANT OPTION")
+            assert not can("tournament_recommendations", "INSERT")
+            conn.execute(sa.text(f"SET ROLE {role}"))  # and really reads as that role
+            assert conn.execute(sa.text(
+                "SELECT count(*) FROM tournament_recommendations")).scalar_one() == 50
+            conn.execute(sa.text("RESET ROLE"))
+        assert _versions(pg_engine) == {"v2"}
+    finally:
+        with pg_engine.begin() as conn:
+            conn.execute(sa.text(f"DROP OWNED BY {role}"))
+            conn.execute(sa.text(f"DROP ROLE {role}"))
