@@ -84,6 +84,7 @@ BENCH_COMMANDS = {
     "faults": ["bench", "faults", "--cluster", "15 nowhere"],
     "bad-input": ["bench", "bad-input", "--backends", "postgresql"],
     "user-refresh": ["bench", "user-refresh"],
+    "nightly": ["bench", "nightly"],
 }
 
 

@@ -17,4 +17,5 @@ BENCH_TOPICS: dict[str, str] = {
     "faults": "recs_pipeline.devtools.bench.faults",
     "bad-input": "recs_pipeline.devtools.bench.bad_input",
     "user-refresh": "recs_pipeline.devtools.bench.user_refresh",
+    "nightly": "recs_pipeline.devtools.bench.nightly",
 }

@@ -15,8 +15,10 @@ from pathlib import Path
 class JobRun:
     """One `dagster job execute` process, its output collected by a thread."""
 
-    def __init__(self, job: str, env: dict[str, str], config: Path | None) -> None:
-        cmd = [str(Path(sys.executable).parent / "dagster"), "job", "execute",
+    def __init__(self, job: str, env: dict[str, str], config: Path | None,
+                 prefix: list[str] | None = None) -> None:
+        """`prefix`: a wrapper command, e.g. `/usr/bin/time -f ...` for the peak RSS."""
+        cmd = [*(prefix or []), str(Path(sys.executable).parent / "dagster"), "job", "execute",
                "-m", "recs_pipeline.definitions", "-j", job]
         if config is not None:
             cmd += ["-c", str(config)]

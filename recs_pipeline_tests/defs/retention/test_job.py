@@ -144,6 +144,9 @@ def _seed_everything(engine: Engine, cutoff: datetime) -> None:
              "users_scored": 3, "users_with_tournaments": 1, "users_with_teams": 0,
              "tournament_rows": 1, "team_rows": 0, "written_at": old, "published_by_run": None}
         ])
+        # An old pending refresh request: only a refresh run removes it (by serving it).
+        conn.execute(schema.recommendation_refresh_requests.insert(), [
+            {"id": 1, "user_id": 2, "requested_at": old}])
         # app_events: 1 old+processed, 2 old+unprocessed, 3 new+processed, 4 old+processed with
         # an unresolved dead letter, 5 old+processed with a resolved dead letter, 6..9 old and
         # processed (several batches), 10 new+unprocessed.
