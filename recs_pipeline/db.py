@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import logging
 import operator
 import queue
@@ -28,6 +29,7 @@ from urllib.parse import unquote
 import numpy as np
 import pandas as pd
 import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql
 from sqlalchemy.engine import Connection, Engine
 
 from recs_pipeline.compute.timestamps import to_utc_naive
@@ -220,6 +222,23 @@ def ensure_sqlite_wal(engine: Engine, timeout_s: float = SQLITE_BUSY_TIMEOUT_S) 
                              engine.url.database)
                 return str(mode)
         time.sleep(0.05)
+
+
+def in_ids(column: sa.ColumnElement, ids: Iterable[int], dialect: str) -> sa.ColumnElement[bool]:
+    """`column IN ids` with ONE bound parameter whatever the batch size.
+
+    PostgreSQL: `= ANY(:bigint[])`; SQLite: `IN (SELECT value FROM json_each(:json))`. An expanding
+    IN list would hit SQLite's bind limit for big batches and bloat PostgreSQL's statement.
+    """
+    values = [int(i) for i in ids]
+    if dialect == "postgresql":
+        return column == sa.any_(
+            sa.bindparam(None, values, type_=postgresql.ARRAY(sa.BigInteger()))
+        )
+    each = sa.func.json_each(sa.bindparam(None, json.dumps(values), type_=sa.Text())).table_valued(
+        "value"
+    )
+    return column.in_(sa.select(each.c.value))
 
 
 def is_postgres(bind: Connection | Engine) -> bool:

@@ -8,7 +8,6 @@ user ids, so nothing here needs an index the app does not already have.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
@@ -28,7 +27,7 @@ from recs_pipeline.compute.achievements import (
     matching_achievements,
 )
 from recs_pipeline.compute.timestamps import parse_utc_naive, utc_now
-from recs_pipeline.db import copy_into, is_postgres, read_frame
+from recs_pipeline.db import copy_into, in_ids, is_postgres, read_frame
 
 E = schema.app_events
 LEDGER = schema.achievement_event_ledger
@@ -42,23 +41,6 @@ OUTCOME_DEAD_LETTERED = "dead_lettered"
 def ensure_tables(engine: Engine) -> None:
     """The pipeline creates its own tables; cheap (`checkfirst`) and idempotent."""
     ensure_pipeline_tables(engine)
-
-
-def in_ids(column: sa.ColumnElement, ids: Iterable[int], dialect: str) -> sa.ColumnElement[bool]:
-    """`column IN ids` with ONE bound parameter whatever the batch size.
-
-    PostgreSQL: `= ANY(:bigint[])`; SQLite: `IN (SELECT value FROM json_each(:json))`. An expanding
-    IN list would hit SQLite's bind limit for big batches and bloat PostgreSQL's statement.
-    """
-    values = [int(i) for i in ids]
-    if dialect == "postgresql":
-        return column == sa.any_(
-            sa.bindparam(None, values, type_=postgresql.ARRAY(sa.BigInteger()))
-        )
-    each = sa.func.json_each(sa.bindparam(None, json.dumps(values), type_=sa.Text())).table_valued(
-        "value"
-    )
-    return column.in_(sa.select(each.c.value))
 
 
 def _insert(conn: Connection, table: sa.Table):  # type: ignore[no-untyped-def]

@@ -37,7 +37,7 @@ from sqlalchemy.engine import Connection, Engine
 
 from recs_pipeline import schema
 from recs_pipeline.bootstrap import ensure_pipeline_tables
-from recs_pipeline.db import bulk_insert, is_postgres
+from recs_pipeline.db import bulk_insert, in_ids, is_postgres
 
 
 @dataclass(frozen=True)
@@ -430,26 +430,20 @@ def drop_staging(engine: Engine, kinds: tuple[RecommendationKind, ...] = KINDS) 
             conn.execute(sa.text(f"DROP TABLE IF EXISTS {_q(kind.staging_name)}"))
 
 
-_USERS_PER_DELETE = 500  # bound parameters per DELETE ... IN
-
-
 def replace_user_rows(
     engine: Engine, user_ids: Sequence[int], frames: Mapping[RecommendationKind, pd.DataFrame],
     in_transaction: Callable[[Connection], object] | None = None,
 ) -> dict[str, int]:
     """Replace exactly these users' rows of each kind in one transaction (and run
-    `in_transaction` in it); returns rows deleted / written per kind."""
-    ensure_pipeline_tables(engine)
+    `in_transaction` in it); returns rows deleted / written per kind. The caller ensures the
+    pipeline tables exist (`refresh_users` does, before it claims the requests)."""
     ids = sorted({int(u) for u in user_ids})
     counts: dict[str, int] = {}
     with engine.begin() as conn:
         for kind, frame in frames.items():
             rows = frame[frame["user_id"].isin(ids)][[c.name for c in kind.table.columns]]
-            deleted = sum(
-                int(conn.execute(kind.table.delete().where(
-                    kind.table.c.user_id.in_(ids[i:i + _USERS_PER_DELETE]))).rowcount or 0)
-                for i in range(0, len(ids), _USERS_PER_DELETE)
-            )
+            deleted = int(conn.execute(kind.table.delete().where(
+                in_ids(kind.table.c.user_id, ids, conn.dialect.name))).rowcount or 0)
             written = bulk_insert(conn, kind.table, rows)
             counts[f"{kind.name}_deleted"] = deleted
             counts[f"{kind.name}_written"] = int(written)

@@ -41,6 +41,7 @@ from recs_pipeline.compute.quarantine import (
     parse_timestamp_columns,
 )
 from recs_pipeline.db import (
+    in_ids,
     read_frame,
     read_int_frame,
     timestamp_compare,
@@ -52,10 +53,12 @@ from recs_pipeline.db import (
 ACTIVITY_WINDOWS_DAYS = (7, 30, 90)
 
 
-def _ids_filter(column: sa.ColumnElement, user_ids: Sequence[int] | None) -> sa.ColumnElement:
+def _ids_filter(column: sa.ColumnElement, user_ids: Sequence[int] | None, dialect: str
+                ) -> sa.ColumnElement:
+    """No filter for the whole population; `in_ids` for a refresh of some users (up to 1,000)."""
     if user_ids is None:
         return sa.true()
-    return column.in_([int(u) for u in user_ids])
+    return in_ids(column, user_ids, dialect)
 
 
 # --- users -------------------------------------------------------------------------------------
@@ -163,16 +166,20 @@ def read_user_inputs(
 ) -> UserInputs:
     u, gp, a = schema.users, schema.game_profiles, schema.activities
     tp, t, tm = schema.tournament_participants, schema.tournaments, schema.team_members
+
+    def of_users(column: sa.ColumnElement) -> sa.ColumnElement:
+        return _ids_filter(column, user_ids, conn.dialect.name)
+
     has_profile = sa.exists().where(gp.c.user_id == u.c.id)
     users = read_frame(conn, sa.select(
         u.c.id.label("user_id"), u.c.region, u.c.is_active,
-    ).where(u.c.is_active == sa.true(), has_profile, _ids_filter(u.c.id, user_ids)))
+    ).where(u.c.is_active == sa.true(), has_profile, of_users(u.c.id)))
     population_row = conn.execute(sa.select(
         sa.func.count().label("users"),
         sa.func.coalesce(sa.func.sum(sa.case((u.c.is_active == sa.true(), 0), else_=1)), 0),
         sa.func.coalesce(sa.func.sum(sa.case(
             ((u.c.is_active == sa.true()) & ~has_profile, 1), else_=0)), 0),
-    ).where(_ids_filter(u.c.id, user_ids))).one()
+    ).where(of_users(u.c.id))).one()
     population = {
         "users": int(population_row[0]),
         "inactive": int(population_row[1]),
@@ -181,26 +188,26 @@ def read_user_inputs(
     quarantine = Quarantine()
     profiles = read_frame(conn, sa.select(gp.c.id, gp.c.user_id, gp.c.game_id, gp.c.skill_rating)
                           .select_from(gp.join(u, u.c.id == gp.c.user_id))
-                          .where(u.c.is_active == sa.true(), _ids_filter(gp.c.user_id, user_ids)))
+                          .where(u.c.is_active == sa.true(), of_users(gp.c.user_id)))
     quarantine.saw("game_profiles", len(profiles))
     profiles = drop_out_of_range(profiles, "skill_rating", 0, schema.MAX_SKILL_RATING,
                                  table="game_profiles", id_column="id",
                                  quarantine=quarantine).drop(columns="id")
 
     # Activity counts over 7/30/90 days, aggregated by the database (known types only).
-    scope = _ids_filter(a.c.user_id, user_ids)
+    scope = of_users(a.c.user_id)
     activity_counts = read_frame(conn, activity_counts_query(conn, now, True, scope),
                                  timestamp_columns=["last_activity_at"])
     unknown = conn.execute(activity_counts_query(conn, now, False, scope)).all()
 
     participation = read_frame(conn, participation_query(
-        t.c.status == "completed", _ids_filter(tp.c.user_id, user_ids)))
+        t.c.status == "completed", of_users(tp.c.user_id)))
     team_counts = read_frame(conn, sa.select(
         tm.c.user_id, sa.func.count(sa.distinct(tm.c.team_id)).label("teams_joined"),
-    ).where(_ids_filter(tm.c.user_id, user_ids)).group_by(tm.c.user_id))
+    ).where(of_users(tm.c.user_id)).group_by(tm.c.user_id))
     pc = schema.profile_completeness
     completeness = read_frame(conn, sa.select(pc.c.user_id, pc.c.percentage)
-                              .where(_ids_filter(pc.c.user_id, user_ids)))
+                              .where(of_users(pc.c.user_id)))
     quarantine.saw("profile_completeness", len(completeness))
     completeness = drop_out_of_range(completeness, "percentage", 0, 100,
                                      table="profile_completeness", id_column="user_id",
@@ -212,7 +219,7 @@ def read_user_inputs(
     else:
         # Only candidates in the scored users' games can be recommended to them, so only
         # their registrants / members matter (keeps a one-user refresh small at 1M users).
-        their_games = sa.select(gp.c.game_id).where(_ids_filter(gp.c.user_id, user_ids))
+        their_games = sa.select(gp.c.game_id).where(of_users(gp.c.user_id))
         m = schema.teams
         open_t = sa.select(tp.c.user_id).select_from(
             tp.join(t, t.c.id == tp.c.tournament_id)
@@ -221,7 +228,7 @@ def read_user_inputs(
             current_membership(conn), m.c.game_id.in_(their_games))
 
         def scope(col: sa.ColumnElement) -> sa.ColumnElement:
-            return sa.or_(_ids_filter(col, user_ids), col.in_(open_t), col.in_(current))
+            return sa.or_(of_users(col), col.in_(open_t), col.in_(current))
 
         tour_scope, team_scope = scope(tp.c.user_id), scope(tm.c.user_id)
     tournament_history = read_int_frame(

@@ -8,21 +8,16 @@ request that commits later stays for the next batch: none is lost, none is serve
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from recs_pipeline import schema
+from recs_pipeline.db import in_ids
 
 REQUESTS = schema.recommendation_refresh_requests
-_IN_CHUNK = 500  # bound parameters per IN list (SQLite's default limit is far above)
-
-
-def _chunks(ids: Sequence[int]) -> Iterator[list[int]]:
-    for start in range(0, len(ids), _IN_CHUNK):
-        yield [int(i) for i in ids[start:start + _IN_CHUNK]]
 
 
 @dataclass(frozen=True)
@@ -62,20 +57,16 @@ def pending_count(conn: Connection) -> int:
 
 def claim_requests(conn: Connection, user_ids: Sequence[int]) -> list[int]:
     """Ids of the requests pending for these users now (read before their data is)."""
-    claimed: list[int] = []
-    for chunk in _chunks(sorted(set(user_ids))):
-        claimed += [int(i) for i in conn.execute(
-            sa.select(REQUESTS.c.id).where(REQUESTS.c.user_id.in_(chunk))).scalars()]
-    return sorted(claimed)
+    return sorted(int(i) for i in conn.execute(sa.select(REQUESTS.c.id).where(
+        in_ids(REQUESTS.c.user_id, user_ids, conn.dialect.name))).scalars())
 
 
 def delete_requests(conn: Connection, request_ids: Sequence[int]) -> int:
     """Delete exactly these requests (served); returns how many were still there."""
-    deleted = 0
-    for chunk in _chunks(request_ids):
-        deleted += int(conn.execute(REQUESTS.delete().where(REQUESTS.c.id.in_(chunk))).rowcount
-                       or 0)
-    return deleted
+    if not request_ids:
+        return 0
+    return int(conn.execute(REQUESTS.delete().where(
+        in_ids(REQUESTS.c.id, request_ids, conn.dialect.name))).rowcount or 0)
 
 
 def request_refresh(conn: Connection, user_ids: Sequence[int]) -> int:
