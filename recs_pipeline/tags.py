@@ -8,6 +8,8 @@ the retention purge both scan `activities` and never run at the same time.
 
 from __future__ import annotations
 
+import dagster as dg
+
 # Dagster's own system tags (documented names; the constants live in a private module).
 RUN_KEY_TAG = "dagster/run_key"
 SENSOR_NAME_TAG = "dagster/sensor_name"
@@ -69,3 +71,14 @@ REFRESH_AS_OF_TAG = "recs/refresh_as_of"
 # Owners shown on every asset (`owners=`): who to ask, who gets paged.
 DATA_PLATFORM_OWNERS = ["team:data-platform"]
 WEB_APP_OWNERS = ["team:web-app"]
+
+# Runs that still hold their work (queued, starting, running, suspended or being canceled): the
+# sensors request nothing that overlaps them.
+UNFINISHED_RUN_STATUSES = [
+    dg.DagsterRunStatus.QUEUED,
+    dg.DagsterRunStatus.NOT_STARTED,
+    dg.DagsterRunStatus.STARTING,
+    dg.DagsterRunStatus.STARTED,
+    dg.DagsterRunStatus.SUSPENDED,
+    dg.DagsterRunStatus.CANCELING,
+]

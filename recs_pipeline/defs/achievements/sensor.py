@@ -40,7 +40,13 @@ from recs_pipeline.defs.achievements.checks import outbox_evaluations
 from recs_pipeline.defs.achievements.job import ACHIEVEMENTS_JOB_NAME, achievements_job
 from recs_pipeline.defs.app_tables import USER_ACHIEVEMENTS_KEY
 from recs_pipeline.resources import AppDatabase
-from recs_pipeline.tags import ACHIEVEMENTS_TAGS, MAX_RUNTIME_SECONDS, MAX_RUNTIME_TAG, RUN_KEY_TAG
+from recs_pipeline.tags import (
+    ACHIEVEMENTS_TAGS,
+    MAX_RUNTIME_SECONDS,
+    MAX_RUNTIME_TAG,
+    RUN_KEY_TAG,
+    UNFINISHED_RUN_STATUSES,
+)
 
 SENSOR_NAME = "achievement_events_sensor"
 BATCH_TAG = "recs/achievements_batch"
@@ -52,15 +58,6 @@ _MAX_OBSERVATIONS = 240
 # Half of user_achievements' warn window (app_tables.USER_ACHIEVEMENTS_FRESHNESS); the outbox
 # checks (checks.py) are recorded at the same cadence.
 CAUGHT_UP_HEARTBEAT_SECONDS = 300
-# Runs that still hold their batch: queued, starting, running or being canceled.
-NOT_FINISHED_STATUSES = [
-    dg.DagsterRunStatus.QUEUED,
-    dg.DagsterRunStatus.NOT_STARTED,
-    dg.DagsterRunStatus.STARTING,
-    dg.DagsterRunStatus.STARTED,
-    dg.DagsterRunStatus.SUSPENDED,
-    dg.DagsterRunStatus.CANCELING,
-]
 
 
 @dataclass(frozen=True)
@@ -198,7 +195,7 @@ def _refresh_in_flight(
         return list(entries.values()), lwm
     active_keys: set[str] = set()
     for run in instance.get_runs(
-        dg.RunsFilter(job_name=ACHIEVEMENTS_JOB_NAME, statuses=NOT_FINISHED_STATUSES), limit=1000
+        dg.RunsFilter(job_name=ACHIEVEMENTS_JOB_NAME, statuses=UNFINISHED_RUN_STATUSES), limit=1000
     ):
         try:  # also runs we do not know about (a lost cursor): their span is in flight too
             key = run.tags.get(RUN_KEY_TAG) or run.run_id

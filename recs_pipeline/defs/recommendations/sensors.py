@@ -5,30 +5,27 @@ asks for a refresh whenever a user changes something. The app INSERTs its reques
 `recommendation_refresh_requests` (docs/data-contract.md); every tick this sensor takes up to
 `MAX_USERS_PER_REFRESH` users with pending requests, oldest first, and requests ONE
 `refresh_user_recommendations_job` run for them, unless a run it launched is still unfinished
-(the queue runs one user refresh at a time anyway). The run deletes exactly the requests it read
-before computing, in the transaction that replaces the rows, so a failed run leaves them pending
-for the next tick and a request that arrives during a run waits for the next batch.
+(queued, running, suspended or being canceled; the queue runs one user refresh at a time
+anyway). The run deletes exactly the requests it read before computing, in the transaction that
+replaces the rows, so a failed run leaves them pending for the next tick and a request that
+arrives during a run waits for the next batch.
 """
 
 # No `from __future__ import annotations`: Dagster inspects the sensor's annotations.
 
 import dagster as dg
 
-from recs_pipeline.bootstrap import ensure_pipeline_tables
 from recs_pipeline.defs.recommendations.jobs import (
     MAX_USERS_PER_REFRESH,
     refresh_user_recommendations_job,
 )
-from recs_pipeline.defs.recommendations.refresh_requests import pending_requests
+from recs_pipeline.defs.recommendations.refresh_requests import REQUESTS, pending_requests
 from recs_pipeline.resources import AppDatabase
-from recs_pipeline.tags import SENSOR_NAME_TAG, USER_REFRESH_TAGS
+from recs_pipeline.tags import SENSOR_NAME_TAG, UNFINISHED_RUN_STATUSES, USER_REFRESH_TAGS
 
 SENSOR_NAME = "user_refresh_request_sensor"
 SPAN_TAG = "recs/refresh_request_span"  # first-last request id of the batch
 USERS_TAG = "recs/refresh_users"
-_UNFINISHED = [dg.DagsterRunStatus.QUEUED, dg.DagsterRunStatus.NOT_STARTED,
-               dg.DagsterRunStatus.STARTING, dg.DagsterRunStatus.STARTED,
-               dg.DagsterRunStatus.CANCELING]
 
 
 @dg.sensor(
@@ -44,12 +41,13 @@ def user_refresh_request_sensor(
 ) -> dg.SensorResult:
     """Request one batched refresh run for the users with pending requests."""
     in_flight = context.instance.get_runs(
-        dg.RunsFilter(job_name=refresh_user_recommendations_job.name, statuses=_UNFINISHED,
-                      tags={SENSOR_NAME_TAG: SENSOR_NAME}), limit=1)
+        dg.RunsFilter(job_name=refresh_user_recommendations_job.name,
+                      statuses=UNFINISHED_RUN_STATUSES, tags={SENSOR_NAME_TAG: SENSOR_NAME}),
+        limit=1)
     if in_flight:
         return dg.SensorResult(skip_reason=f"refresh run {in_flight[0].run_id[:8]} unfinished; "
                                "pending requests wait for it")
-    ensure_pipeline_tables(app_db.get_engine())  # the app may ask before the first run
+    REQUESTS.create(app_db.get_engine(), checkfirst=True)  # the app may ask before any run
     with app_db.connect() as conn:
         pending = pending_requests(conn, MAX_USERS_PER_REFRESH)
     if pending is None:
