@@ -33,7 +33,7 @@ WEBHOOK_FORMAT_ENV_VAR = "RECS_ALERT_WEBHOOK_FORMAT"
 WEBHOOK_FORMATS = ("json", "slack", "teams")
 WEBHOOK_TIMEOUT_SECONDS = 5.0
 # Fields shown as facts in Slack / Teams messages, in this order, when the alert has them.
-_FACT_FIELDS = ("job", "run_id", "job_kind", "launched_by", "step", "error_class",
+_FACT_FIELDS = ("job", "asset", "run_id", "job_kind", "launched_by", "step", "error_class",
                 "failure_reason", "published", "freshness_state", "previous_state",
                 "last_materialized_at", "occurred_at")
 _SLACK_TEXT_LIMIT = 3000  # a section block's text; longer is rejected with HTTP 400
@@ -54,7 +54,8 @@ def _safe_target(url: str) -> str:
 def _title(alert: dict[str, Any]) -> str:
     severity = str(alert.get("severity", "error")).upper()
     name = str(alert.get("alert", "alert")).replace("_", " ")
-    return f"[{severity}] recs_pipeline {name}: {alert.get('job', '?')}"
+    subject = alert.get("job") or alert.get("asset") or "?"  # a run's job, or an asset
+    return f"[{severity}] recs_pipeline {name}: {subject}"
 
 
 def _facts(alert: dict[str, Any]) -> list[tuple[str, str]]:

@@ -54,7 +54,6 @@ def build_freshness_alert(
     return {
         "alert": name,
         "severity": severity,
-        "job": asset,  # the subject line of every alert format
         "asset": asset,
         "previous_state": previous_state,
         "freshness_state": new_state,
