@@ -25,6 +25,7 @@ from recs_pipeline.alerting import (
 )
 from recs_pipeline.defs.platform.alerts import run_failure_alert_sensor
 from recs_pipeline.tags import ACHIEVEMENTS_TAGS
+from recs_pipeline_tests.webhook_receiver import Receiver
 
 
 @dg.op
@@ -160,83 +161,10 @@ def test_http_error_and_timeout_are_outcomes(webhook_server: tuple[str, type[_Re
     assert outcome.startswith("NOT delivered") and "timed out" in outcome.lower()
 
 
-def _slack_problem(payload: dict) -> str | None:
-    """What a Slack incoming webhook rejects with HTTP 400 (docs.slack.dev: block kit limits)."""
-    if not isinstance(payload.get("text"), str) or not payload["text"].strip():
-        return "no_text"
-    for block in payload.get("blocks", []):
-        kind = block.get("type")
-        if kind == "header":
-            text = block.get("text", {})
-            if text.get("type") != "plain_text" or not 0 < len(text.get("text", "")) <= 150:
-                return "invalid_blocks"
-        elif kind == "section":
-            text, fields = block.get("text"), block.get("fields")
-            if text is None and not fields:
-                return "invalid_blocks"
-            if text is not None and (text.get("type") not in ("mrkdwn", "plain_text")
-                                     or not 0 < len(text.get("text", "")) <= 3000):
-                return "invalid_blocks"
-            if fields is not None and (len(fields) > 10 or any(
-                    not 0 < len(f.get("text", "")) <= 2000 for f in fields)):
-                return "invalid_blocks"
-        else:
-            return "invalid_blocks"
-    return None
-
-
-def _teams_problem(payload: dict) -> str | None:
-    """What a Teams Workflows webhook cannot render: a message with one Adaptive Card."""
-    if payload.get("type") != "message" or not payload.get("attachments"):
-        return "not a message with attachments"
-    for attachment in payload["attachments"]:
-        card = attachment.get("content", {})
-        if (attachment.get("contentType") != "application/vnd.microsoft.card.adaptive"
-                or card.get("type") != "AdaptiveCard" or not card.get("version")
-                or not card.get("body")):
-            return "not an Adaptive Card"
-        for element in card["body"]:
-            if element.get("type") == "TextBlock" and not element.get("text"):
-                return "empty TextBlock"
-            if element.get("type") == "FactSet" and any(
-                    not isinstance(f.get("value"), str) for f in element.get("facts", [])):
-                return "fact value not a string"
-    return None
-
-
-class _Receiver(BaseHTTPRequestHandler):
-    """A webhook receiver that validates the body as Slack or Teams would (path /slack, /teams)."""
-
-    received: list[dict] = []
-
-    def do_POST(self) -> None:
-        payload = json.loads(self.rfile.read(int(self.headers.get("Content-Length", "0"))))
-        check = _slack_problem if self.path.startswith("/slack") else _teams_problem
-        problem = check(payload)
-        type(self).received.append(payload)
-        self.send_response(400 if problem else 200)
-        self.end_headers()
-        self.wfile.write((problem or "ok").encode())
-
-    def log_message(self, *args: object) -> None:
-        pass
-
-
-@pytest.fixture
-def receiver() -> Iterator[tuple[str, type[_Receiver]]]:
-    handler = type("Receiver", (_Receiver,), {"received": []})
-    server = HTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_port}", handler
-    server.shutdown()
-    server.server_close()
-
-
 @pytest.mark.parametrize("webhook_format", ["slack", "teams"])
 def test_slack_and_teams_receivers_accept_the_alert(
     webhook_format: str, dagster_instance: dg.DagsterInstance,
-    receiver: tuple[str, type[_Receiver]], caplog: pytest.LogCaptureFixture,
+    receiver: tuple[str, type[Receiver]], caplog: pytest.LogCaptureFixture,
 ) -> None:
     base, handler = receiver
     env = {WEBHOOK_URL_ENV_VAR: f"{base}/{webhook_format}/T000/B000",
@@ -252,7 +180,7 @@ def test_slack_and_teams_receivers_accept_the_alert(
 
 @pytest.mark.parametrize("webhook_format", ["json", "teams"])
 def test_a_slack_receiver_rejects_other_shapes(
-    webhook_format: str, receiver: tuple[str, type[_Receiver]]
+    webhook_format: str, receiver: tuple[str, type[Receiver]]
 ) -> None:
     """The validator is strict enough to tell: the plain JSON alert is what Slack refused."""
     base, _ = receiver
@@ -261,7 +189,7 @@ def test_a_slack_receiver_rejects_other_shapes(
     assert "HTTP 400" in outcome
 
 
-def test_long_messages_stay_within_slack_limits(receiver: tuple[str, type[_Receiver]]) -> None:
+def test_long_messages_stay_within_slack_limits(receiver: tuple[str, type[Receiver]]) -> None:
     base, _ = receiver
     alert = {"alert": "run_failure", "job": "j" * 300, "message": "x" * 10_000,
              "step": "s" * 5000, "ui_url": "http://x/runs/1"}
@@ -270,7 +198,7 @@ def test_long_messages_stay_within_slack_limits(receiver: tuple[str, type[_Recei
 
 
 def test_an_unknown_format_is_an_error_line_and_no_post(
-    receiver: tuple[str, type[_Receiver]], caplog: pytest.LogCaptureFixture
+    receiver: tuple[str, type[Receiver]], caplog: pytest.LogCaptureFixture
 ) -> None:
     base, handler = receiver
     caplog.set_level(logging.INFO, logger="recs_alert_test")

@@ -3,11 +3,8 @@
 from __future__ import annotations
 
 import json
-import threading
 import time
-from collections.abc import Iterator
 from datetime import timedelta
-from http.server import BaseHTTPRequestHandler, HTTPServer
 from unittest import mock
 
 import dagster as dg
@@ -18,6 +15,7 @@ from recs_pipeline import schema
 from recs_pipeline.alerting import ALERT_LOG_PREFIX, WEBHOOK_FORMAT_ENV_VAR, WEBHOOK_URL_ENV_VAR
 from recs_pipeline.definitions import defs
 from recs_pipeline.defs.platform.freshness import freshness_alert_sensor
+from recs_pipeline_tests.webhook_receiver import Receiver, slack_problem
 
 PUBLISHED = dg.AssetKey("tournament_recommendations")
 
@@ -40,29 +38,6 @@ def test_policies_owners_and_columns_on_the_tables_the_app_reads() -> None:
     assert "team:data-platform" in awards.owners
 
 
-class _Receiver(BaseHTTPRequestHandler):
-    received: list[dict] = []
-
-    def do_POST(self) -> None:
-        type(self).received.append(
-            json.loads(self.rfile.read(int(self.headers.get("Content-Length", "0")))))
-        self.send_response(200)
-        self.end_headers()
-
-    def log_message(self, *args: object) -> None:
-        pass
-
-
-@pytest.fixture
-def receiver() -> Iterator[tuple[str, type[_Receiver]]]:
-    handler = type("Receiver", (_Receiver,), {"received": []})
-    server = HTTPServer(("127.0.0.1", 0), handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{server.server_port}/hook", handler
-    server.shutdown()
-    server.server_close()
-
-
 def _change(instance: dg.DagsterInstance, previous: FreshnessState, new: FreshnessState,
             key: dg.AssetKey = PUBLISHED) -> None:
     """What the freshness daemon records when it re-evaluates a policy."""
@@ -82,12 +57,12 @@ def _tick(instance: dg.DagsterInstance, cursor: str | None,
 
 
 def test_overdue_late_and_recovered_are_alerted_once_each(
-    dagster_instance: dg.DagsterInstance, receiver: tuple[str, type[_Receiver]],
+    dagster_instance: dg.DagsterInstance, receiver: tuple[str, type[Receiver]],
     capfd: pytest.CaptureFixture[str],
 ) -> None:
-    url, handler = receiver
+    base, handler = receiver  # validates each body as a Slack incoming webhook does
     dagster_instance.report_runless_asset_event(dg.AssetMaterialization(PUBLISHED))
-    with mock.patch.dict("os.environ", {WEBHOOK_URL_ENV_VAR: url,
+    with mock.patch.dict("os.environ", {WEBHOOK_URL_ENV_VAR: f"{base}/slack/T000/B000",
                                         WEBHOOK_FORMAT_ENV_VAR: "slack"}):
         quiet, alerts = _tick(dagster_instance, None, capfd)
         assert alerts == [] and handler.received == []
@@ -100,6 +75,7 @@ def test_overdue_late_and_recovered_are_alerted_once_each(
         assert overdue["ui_url"].endswith("/assets/tournament_recommendations")
         assert "overdue" in overdue["message"] and "last materialized" in overdue["message"]
         assert len(handler.received) == 1 and "overdue" in handler.received[0]["text"]
+        assert slack_problem(handler.received[0]) is None  # Slack would accept it
         # the same change is never alerted twice
         again, alerts = _tick(dagster_instance, failed.cursor, capfd)
         assert alerts == [] and len(handler.received) == 1
