@@ -141,6 +141,9 @@ def award_and_mark_processed(
             conn, events=batch.events, awards=data.metrics, dead_letters=batch.dead_letters,
             run_id=context.run_id,
         )
+    # Counted after the commit: inside, it would hold the award rows' locks while it scans,
+    # and an overlapping batch inserting the same (user, achievement) would wait for it.
+    with app_db.connect() as conn:
         rows = store.user_achievement_rows(conn)
     per_code = Counter(written.awarded["code"].astype(str))
     reasons = Counter(batch.dead_letters["reason"].astype(str))
