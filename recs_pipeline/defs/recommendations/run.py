@@ -186,7 +186,6 @@ class UserRefreshOutcome:
 
     user_ids: list[int]
     refreshed: list[int]
-    not_eligible: list[int]
     rows: dict[str, int]
     checks: list[CheckOutcome]
     timings: dict[str, float]
@@ -197,6 +196,11 @@ class UserRefreshOutcome:
     @property
     def failures(self) -> list[CheckOutcome]:
         return [c for c in self.checks if not c.passed]
+
+    @property
+    def not_eligible(self) -> list[int]:
+        refreshed = set(self.refreshed)
+        return [u for u in self.user_ids if u not in refreshed]
 
     @property
     def status(self) -> str:
@@ -225,9 +229,7 @@ def refresh_users(
     users = build_user_feature_set(inputs, now)
     timings["features"] = time.perf_counter() - t0
     eligible = sorted(set(users.features["user_id"].astype(int).tolist()) & set(ids))
-    outcome = UserRefreshOutcome(
-        ids, eligible, [u for u in ids if u not in set(eligible)], {}, [], timings,
-        params.model_version())
+    outcome = UserRefreshOutcome(ids, eligible, {}, [], timings, params.model_version())
     frames = {kind: pd.DataFrame(columns=[c.name for c in kind.table.columns]) for kind in KINDS}
     if eligible:
         recs = recommend(users, tournament_candidates, team_candidates, params, now)
