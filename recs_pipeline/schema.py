@@ -227,6 +227,16 @@ tournament_recommendations = recommendation_table(
 )
 team_recommendations = recommendation_table("team_recommendations", "team_id", PIPELINE_METADATA)
 
+# Not read by the app: each user's next-best rows after the published top K (ranks K+1..), from
+# the same refresh and model, swapped in with the published tables. The intraday upkeep
+# (`recommendation_upkeep_job`) promotes them when published rows stop being eligible.
+tournament_recommendation_reserve = recommendation_table(
+    "tournament_recommendation_reserve", "tournament_id", PIPELINE_METADATA
+)
+team_recommendation_reserve = recommendation_table(
+    "team_recommendation_reserve", "team_id", PIPELINE_METADATA
+)
+
 # The bucketed refresh (`nightly_recommendations_bucketed_job`): one row per bucket whose rows
 # sit in `<table>__bucket_NN`, for the refresh `as_of`. The last bucket of a refresh claims the
 # publish by setting `published_by_run` on every row at once (only one claimer can succeed).
@@ -283,6 +293,24 @@ recommendation_refresh_requests = sa.Table(
     sa.Column("user_id", sa.BigInteger(), nullable=False),
     sa.Column("requested_at", sa.DateTime(), nullable=False, server_default=sa.func.now()),
     sa.Index("ix_recommendation_refresh_requests_user_id", "user_id"),
+)
+
+# The intraday upkeep's bookkeeping, per kind ("tournaments" / "teams"), reset by every publish in
+# its swap transaction: the items that may appear in the published or reserve rows and were
+# eligible when last looked at (an item that leaves this set has its rows removed once), and
+# since when registrations / joins have been looked at.
+recommendation_upkeep_items = sa.Table(
+    "recommendation_upkeep_items",
+    PIPELINE_METADATA,
+    sa.Column("kind", sa.String(16), primary_key=True),
+    sa.Column("item_id", sa.BigInteger(), primary_key=True, autoincrement=False),
+)
+recommendation_upkeep_state = sa.Table(
+    "recommendation_upkeep_state",
+    PIPELINE_METADATA,
+    sa.Column("kind", sa.String(16), primary_key=True),
+    sa.Column("published_at", sa.DateTime(), nullable=False),  # the publish's as_of
+    sa.Column("checked_at", sa.DateTime(), nullable=False),  # the last upkeep's (or publish's)
 )
 
 PIPELINE_TABLES: tuple[sa.Table, ...] = tuple(PIPELINE_METADATA.sorted_tables)

@@ -27,6 +27,8 @@ MAX_RUNTIME_SECONDS: dict[str, int] = {
     "achievements_replay": 900,  # dead letters: usually few
     "dagster_housekeeping": 900,
     "recommendation_bucket": 1800,
+    "recommendation_upkeep": 600,  # a 15-minute cadence
+    "recommendation_staleness": 600,  # two counts over the published tables
 }
 
 JOB_KIND_TAG = "recs/job_kind"
@@ -50,6 +52,10 @@ RETENTION_PURGE_TAGS: dict[str, str] = {
     HEAVY_SCAN_TAG: "true",
     **_max_runtime("retention_purge"),
 }
+UPKEEP_TAGS: dict[str, str] = {JOB_KIND_TAG: "recommendation_upkeep",
+                               **_max_runtime("recommendation_upkeep")}
+STALENESS_TAGS: dict[str, str] = {JOB_KIND_TAG: "recommendation_staleness",
+                                  **_max_runtime("recommendation_staleness")}
 # The instance retries a run whose worker crashed (deploy/production/dagster.yaml `run_retries`),
 # except achievement batches: the sensor re-plans a failed batch's events itself.
 MAX_RETRIES_TAG = "dagster/max_retries"

@@ -29,17 +29,20 @@ EXPECTED_JOBS: set[str] = {
     "dagster_housekeeping_job", "retention_purge_job", "achievements_job",
     "nightly_recommendations_job", "refresh_user_recommendations_job",
     "nightly_recommendations_bucketed_job", "replay_dead_letters_job",
+    "recommendation_upkeep_job", "recommendation_staleness_job",
 }
 EXPECTED_SCHEDULES: dict[str, str] = {  # name -> cron
     "dagster_housekeeping_schedule": "45 4 * * *",
     "weekly_retention_purge_schedule": "30 3 * * 0",
     "nightly_recommendations_schedule": "0 2 * * *",
     "nightly_recommendations_bucketed_schedule": "0 2 * * *",
+    "recommendation_upkeep_schedule": "*/15 * * * *",
+    "recommendation_staleness_schedule": "5 * * * *",
 }
 EXPECTED_SENSORS: set[str] = {"run_failure_alert_sensor", "achievement_events_sensor",
                               "freshness_alert_sensor", "user_refresh_request_sensor"}
 PUBLISHED_TABLE_CHECKS = ("at_most_k", "coverage", "eligibility", "no_duplicate_items", "no_pii",
-                          "ranks_contiguous", "scores_valid")
+                          "ranks_contiguous", "scores_valid", "ineligible_share")
 EXPECTED_CHECKS: set[str] = {"recommendation_quality:quality_gate",
                              "app/app_events:outbox_lag",
                              "app/app_events:unresolved_dead_letters"} | {

@@ -137,12 +137,13 @@ def recommend_with(
     ranker: LearnedRanker | None = None,
     user_ids: np.ndarray | None = None,
     collect_pools: bool = False,
+    reserve: int = 0,
 ) -> Recommendations:
     """`recommend`, each kind ranked by its contender in `choice`."""
     setup = ranking_setup(choice, tournaments, teams, params, ranker)
     return recommend(users, setup.tournaments, setup.teams, setup.params, now, user_ids,
                      rerankers=setup.rerankers, model_names=setup.model_names,
-                     collect_pools=collect_pools)
+                     collect_pools=collect_pools, reserve=reserve)
 
 
 # --- evaluation ---------------------------------------------------------------------------------

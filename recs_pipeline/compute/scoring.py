@@ -155,6 +155,9 @@ class Recommendations:
     model_versions: dict[str, str] = field(default_factory=dict)
     # per kind, when asked for (`collect_pools`): the first stage's pool with its features
     pools: dict[str, CandidatePool] = field(default_factory=dict)
+    # per kind, when asked for (`reserve`): each user's next-best rows after the top K (ranks
+    # K+1..K+reserve, same columns), which the intraday upkeep promotes when rows go stale
+    reserves: dict[str, pd.DataFrame] = field(default_factory=dict)
 
 
 # --- helpers -----------------------------------------------------------------------------------
@@ -314,6 +317,7 @@ def _score_kind(
     params: ScoringParams,
     user_signals: UserSignals | None = None,
     collect: bool = False,
+    reserve: int = 0,
 ) -> _Picked:
     """The first stage (blend, masks, each user's best candidates per (game, region) group) and,
     with a scorer or when collecting, the second: pair features for the best `pool_size`, and
@@ -323,7 +327,7 @@ def _score_kind(
     items = inp.items
     if items.empty or len(profile_pos) == 0:
         return picked
-    k = params.top_k
+    k = params.top_k + reserve  # rows kept per user: the top K, then the reserve
     w = inp.weights
     item_game = items["game_id"].to_numpy(dtype=np.int64)
     item_region = items["region"].astype(str).to_numpy(dtype=object)
@@ -637,6 +641,7 @@ def recommend(
     rerankers: Mapping[str, PairScorer] | None = None,
     model_names: Mapping[str, str] | None = None,
     collect_pools: bool = False,
+    reserve: int = 0,
 ) -> Recommendations:
     """Score every (user, eligible candidate) pair and keep the top K per user and kind.
 
@@ -646,13 +651,15 @@ def recommend(
     best `params.pool_size` blend candidates by a learned score (the two-stage design);
     `model_names` name the kinds' models (default "blend"; a reranker's own name wins);
     `collect_pools` returns the first stage's pool with its pair features (`pools`), for
-    training and evaluation.
+    training and evaluation; `reserve` also returns each user's next `reserve` rows after the
+    top K (`reserves`), ranked by the same model.
     """
     # Single-threaded BLAS: the matrices per batch are small, and oversubscribed OpenBLAS
     # threads on a shared 2-core machine are far slower than one.
     with threadpool_limits(limits=1):
         return _recommend(users, tournaments, teams, params, now, user_ids,
-                          dict(rerankers or {}), dict(model_names or {}), collect_pools)
+                          dict(rerankers or {}), dict(model_names or {}), collect_pools,
+                          reserve)
 
 
 @dataclass
@@ -943,6 +950,7 @@ def _recommend(
     rerankers: dict[str, PairScorer],
     model_names: dict[str, str],
     collect_pools: bool,
+    reserve: int,
 ) -> Recommendations:
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
@@ -986,6 +994,7 @@ def _recommend(
     covered: dict[str, int] = {}
     versions: dict[str, str] = {}
     pools: dict[str, CandidatePool] = {}
+    reserves: dict[str, pd.DataFrame] = {}
     for inp in (
         _KindInputs("tournaments", tournaments.items, space.registrants,
                     embeddings.tournaments, t_coplay, affinities.tournament_terms,
@@ -1008,7 +1017,7 @@ def _recommend(
             profile_game=prof["game_id"].to_numpy(dtype=np.int64)[p_found],
             profile_skill=prof["skill_rating"].to_numpy(dtype=np.float64)[p_found],
             user_factors=embeddings.user_factors, has_history=affinities.has_history,
-            params=params, user_signals=user_signals, collect=collect_pools,
+            params=params, user_signals=user_signals, collect=collect_pools, reserve=reserve,
         )
         if collect_pools:
             pools[inp.kind] = _pool(inp.kind, picked, inp.items, space.scored_ids)
@@ -1016,8 +1025,12 @@ def _recommend(
             len(np.unique(np.concatenate(picked.users_with_candidates)))
             if picked.users_with_candidates else 0
         )
-        outputs[inp.kind] = _assemble(inp.kind, picked, inp.items, space.scored_ids,
-                                      affinities.has_history, params, version, now)
+        ranked = _assemble(inp.kind, picked, inp.items, space.scored_ids,
+                           affinities.has_history, params, version, now, reserve)
+        in_top = ranked["rank"].to_numpy() <= params.top_k
+        outputs[inp.kind] = ranked[in_top].reset_index(drop=True) if reserve else ranked
+        if reserve:
+            reserves[inp.kind] = ranked[~in_top].reset_index(drop=True)
     timings["score"] = time.perf_counter() - t0
     return Recommendations(
         tournaments=outputs["tournaments"],
@@ -1025,6 +1038,7 @@ def _recommend(
         model_version="+".join(dict.fromkeys(versions.values())),
         model_versions=versions,
         pools=pools,
+        reserves=reserves,
         timings=timings,
         users_with_candidates=covered,
         stats={
@@ -1059,6 +1073,7 @@ def _assemble(
     params: ScoringParams,
     version: str,
     now: datetime,
+    reserve: int = 0,
 ) -> pd.DataFrame:
     item_column = "tournament_id" if kind == "tournaments" else "team_id"
     columns = ["user_id", item_column, "rank", "score", "reason", "model_version", "generated_at"]
@@ -1070,7 +1085,7 @@ def _assemble(
     reason = np.concatenate(picked.reason)
     coplay = np.concatenate(picked.coplay)
     skill = np.concatenate(picked.skill)
-    keep, ranks = top_k_per_user(user_pos, blend, params.top_k)
+    keep, ranks = top_k_per_user(user_pos, blend, params.top_k + reserve)
     user_pos, item_idx, blend = user_pos[keep], item_idx[keep], blend[keep]
     item_ids = items[item_column].to_numpy(dtype=np.int64)
     reason_kind = reason[keep]

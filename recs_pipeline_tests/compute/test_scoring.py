@@ -110,6 +110,28 @@ def test_top_k_limits_rows_per_user() -> None:
     assert set(recs.tournaments["user_id"]) == set(EXPECTED_TOURNAMENTS)
 
 
+def test_reserve_is_the_ranking_after_the_top_k() -> None:
+    """With top_k=1 and a reserve, the published rows are unchanged and each user's reserve is
+    the rest of the same model's ranking (ranks 2..), as a full top-K run would have ranked it."""
+    published = _recommend(ScoringParams(top_k=1))
+    full = _recommend(ScoringParams(top_k=10))
+    frames = world_frames()
+    users = build_user_feature_set(_world_inputs(frames), NOW)
+    tc, mc = _candidates(frames)
+    with_reserve = recommend(users, tc, mc, ScoringParams(top_k=1), NOW, reserve=9)
+    for kind, item in (("tournaments", "tournament_id"), ("teams", "team_id")):
+        top = getattr(with_reserve, kind)
+        pd.testing.assert_frame_equal(top, getattr(published, kind))
+        reserve = with_reserve.reserves[kind]
+        assert (reserve["rank"] >= 2).all()
+        both = pd.concat([top, reserve]).sort_values(["user_id", "rank"], ignore_index=True)
+        expected = getattr(full, kind).sort_values(["user_id", "rank"], ignore_index=True)
+        cols = ["user_id", item, "rank", "score"]
+        pd.testing.assert_frame_equal(both[cols], expected[cols])
+    assert len(with_reserve.reserves["tournaments"]) > 0
+    assert _recommend(ScoringParams(top_k=1)).reserves == {}
+
+
 def test_reasons_are_readable_and_truthful() -> None:
     recs = _recommend()
     t = recs.tournaments.set_index(["user_id", "tournament_id"])["reason"]

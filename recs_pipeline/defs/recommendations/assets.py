@@ -363,7 +363,8 @@ def publish_recommendations(
     params = ScoringParams(top_k=config.top_k)
     champions = recommendation_quality.champions()
     recs = recommend_with(champions, user_features, tournament_candidates, team_candidates,
-                          params, now, ranker=recommendation_quality.ranker)
+                          params, now, ranker=recommendation_quality.ranker,
+                          reserve=config.reserve)
     try:
         outcome = stage_check_publish(
             app_db.get_engine(), recs, user_features, tournament_candidates, team_candidates,
@@ -389,6 +390,7 @@ def publish_recommendations(
         "model_parameters": dg.MetadataValue.json(params.as_dict()),
         "model_stats": dg.MetadataValue.json(recs.stats),
         "generated_at": now.isoformat(),
+        "reserve_per_user": config.reserve,
         **_timings(timings),
         **_swap_metadata(outcome.swap),
     }
@@ -400,6 +402,7 @@ def publish_recommendations(
         yield dg.MaterializeResult(asset_key=key, metadata={
             **recommendation_metadata(frame, item_column, recs.users_with_candidates[kind],
                                       recs.stats["users_scored"]),
+            "reserve_rows": len(recs.reserves.get(kind, ())),
             **common,
         })
 

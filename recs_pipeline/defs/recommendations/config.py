@@ -7,6 +7,7 @@ from pydantic import Field, field_validator
 from recs_pipeline.compute.champion import BLEND, POPULARITY, RANKER
 from recs_pipeline.config import FailFastConfig
 from recs_pipeline.defs.recommendations.checks import MIN_COVERAGE
+from recs_pipeline.defs.recommendations.publishing import DEFAULT_RESERVE
 
 
 class PublishConfig(FailFastConfig):
@@ -16,6 +17,12 @@ class PublishConfig(FailFastConfig):
     min_coverage: float = Field(
         default=MIN_COVERAGE, ge=0.0, le=1.0,
         description="Blocking: share of users with an eligible item who must get rows.",
+    )
+    reserve: int = Field(
+        default=DEFAULT_RESERVE, ge=0, le=100,
+        description="Next-best rows kept per user and kind after the top K (tables "
+        "`*_recommendation_reserve`), ranked by the same model: the intraday upkeep promotes "
+        "them when published rows stop being eligible. 0: upkeep only removes rows.",
     )
 
 

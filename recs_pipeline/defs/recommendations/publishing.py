@@ -54,6 +54,16 @@ class RecommendationKind:
 TOURNAMENTS = RecommendationKind("tournaments", schema.tournament_recommendations, "tournament_id")
 TEAMS = RecommendationKind("teams", schema.team_recommendations, "team_id")
 KINDS: tuple[RecommendationKind, ...] = (TOURNAMENTS, TEAMS)
+# Each kind's reserve (its next-best rows after the top K), staged and swapped with it.
+TOURNAMENT_RESERVE = RecommendationKind(
+    "tournament_reserve", schema.tournament_recommendation_reserve, "tournament_id")
+TEAM_RESERVE = RecommendationKind("team_reserve", schema.team_recommendation_reserve, "team_id")
+RESERVE_OF: dict[RecommendationKind, RecommendationKind] = {
+    TOURNAMENTS: TOURNAMENT_RESERVE, TEAMS: TEAM_RESERVE}
+RESERVES: tuple[RecommendationKind, ...] = (TOURNAMENT_RESERVE, TEAM_RESERVE)
+# Reserve rows per user and kind by default: ~2 of 10 published tournament rows go stale within
+# a day on short-lived platforms (docs/recommendations.md), so 5 refill most lists.
+DEFAULT_RESERVE = 5
 
 # SQLite staging loads commit every this many rows (tens of milliseconds of write lock each).
 SQLITE_STAGING_BATCH_ROWS = 20_000
@@ -342,8 +352,11 @@ def swap(
     kinds: tuple[RecommendationKind, ...] = KINDS,
     policy: SwapPolicy = DEFAULT_SWAP_POLICY,
     sleep: Callable[[float], None] = time.sleep,
+    *,
+    in_transaction: Callable[[Connection], object] | None = None,
 ) -> SwapOutcome:
-    """Publish every staged kind at once, in one transaction (see the module docstring)."""
+    """Publish every staged kind at once, in one transaction (see the module docstring);
+    `in_transaction` runs in that transaction, after the swap."""
     ensure_pipeline_tables(engine)
     outcome = SwapOutcome()
     started = time.monotonic()
@@ -362,6 +375,8 @@ def swap(
                 else:
                     for kind in kinds:
                         _swap_sqlite(conn, kind)
+                if in_transaction is not None:
+                    in_transaction(conn)
             outcome.seconds = time.monotonic() - started
             return outcome
         except sa.exc.OperationalError as exc:

@@ -30,8 +30,11 @@ from recs_pipeline.defs.recommendations.checks import (
     summarize_recommendations,
 )
 from recs_pipeline.defs.recommendations.publishing import (
+    DEFAULT_RESERVE,
     DEFAULT_SWAP_POLICY,
     KINDS,
+    RESERVE_OF,
+    RESERVES,
     TEAMS,
     TOURNAMENTS,
     RecommendationKind,
@@ -52,6 +55,7 @@ from recs_pipeline.defs.recommendations.reading import (
     read_user_inputs,
 )
 from recs_pipeline.defs.recommendations.refresh_requests import claim_requests, delete_requests
+from recs_pipeline.defs.recommendations.upkeep_store import add_upkeep_items, reset_upkeep_state
 
 
 @dataclass
@@ -71,7 +75,12 @@ class PublishOutcome:
 
 
 def _frames(recs: Recommendations) -> dict[RecommendationKind, pd.DataFrame]:
-    return {TOURNAMENTS: recs.tournaments, TEAMS: recs.teams}
+    """Every table a refresh writes: both kinds and their reserves (empty when not computed)."""
+    frames = {TOURNAMENTS: recs.tournaments, TEAMS: recs.teams}
+    for kind in KINDS:
+        frames[RESERVE_OF[kind]] = recs.reserves.get(
+            kind.name, pd.DataFrame(columns=[c.name for c in kind.table.columns]))
+    return frames
 
 
 def _candidates(kind: RecommendationKind, tournament_candidates: CandidateSet,
@@ -155,7 +164,7 @@ def stage_check_publish(
     swap_outcome: SwapOutcome | None = None
     try:
         t0 = time.perf_counter()
-        staged = {kind.name: stage(engine, kind, frames[kind]) for kind in KINDS}
+        staged = {kind.name: stage(engine, kind, frames[kind]) for kind in KINDS + RESERVES}
         timings["write"] = time.perf_counter() - t0
 
         t0 = time.perf_counter()
@@ -171,12 +180,13 @@ def stage_check_publish(
         published = all(c.passed for c in outcomes)
         if published:
             t0 = time.perf_counter()
-            swap_outcome = swap(engine, KINDS, swap_policy)
+            swap_outcome = swap(engine, KINDS + RESERVES, swap_policy,
+                                in_transaction=lambda conn: reset_upkeep_state(conn, frames, now))
             swapped = True
             timings["swap"] = time.perf_counter() - t0
     finally:
         if not swapped:  # failed checks or an error: no `<table>__staging` is left behind
-            drop_staging(engine, KINDS)
+            drop_staging(engine, KINDS + RESERVES)
     return PublishOutcome(outcomes, published, staged, timings, swap_outcome)
 
 
@@ -208,7 +218,8 @@ class UserRefreshOutcome:
 
 
 def refresh_users(
-    engine: Engine, user_ids: Sequence[int], params: ScoringParams, now: datetime
+    engine: Engine, user_ids: Sequence[int], params: ScoringParams, now: datetime,
+    reserve: int = DEFAULT_RESERVE,
 ) -> UserRefreshOutcome:
     """Recompute and replace these users' rows in one transaction; an unknown / inactive /
     profile-less user has their rows removed (and nothing written). The app's pending refresh
@@ -230,9 +241,11 @@ def refresh_users(
     timings["features"] = time.perf_counter() - t0
     eligible = sorted(set(users.features["user_id"].astype(int).tolist()) & set(ids))
     outcome = UserRefreshOutcome(ids, eligible, {}, [], timings, params.model_version())
-    frames = {kind: pd.DataFrame(columns=[c.name for c in kind.table.columns]) for kind in KINDS}
+    frames = {kind: pd.DataFrame(columns=[c.name for c in kind.table.columns])
+              for kind in KINDS + RESERVES}
     if eligible:
-        recs = recommend(users, tournament_candidates, team_candidates, params, now)
+        recs = recommend(users, tournament_candidates, team_candidates, params, now,
+                         reserve=reserve)
         timings.update({f"score_{k}": v for k, v in recs.timings.items()})
         frames = _frames(recs)
         for kind in KINDS:
@@ -254,6 +267,7 @@ def refresh_users(
 
     def serve_requests(conn: Connection) -> None:
         outcome.requests_served = delete_requests(conn, claimed)
+        add_upkeep_items(conn, frames)
 
     outcome.rows = replace_user_rows(engine, ids, frames, in_transaction=serve_requests)
     timings["write"] = time.perf_counter() - t0

@@ -132,12 +132,21 @@ def _seed_everything(engine: Engine, cutoff: datetime) -> None:
         conn.execute(schema.user_achievements.insert(), [
             {"id": 1, "user_id": 1, "achievement_id": 1, "awarded_at": old, "event_id": 1}
         ])
-        for table, item in ((schema.tournament_recommendations, "tournament_id"),
-                            (schema.team_recommendations, "team_id")):
+        for table, item, rank in (
+            (schema.tournament_recommendations, "tournament_id", 1),
+            (schema.team_recommendations, "team_id", 1),
+            (schema.tournament_recommendation_reserve, "tournament_id", 11),
+            (schema.team_recommendation_reserve, "team_id", 11),
+        ):
             conn.execute(table.insert(), [
-                {"user_id": 2, item: 1, "rank": 1, "score": 0.5, "reason": "r",
+                {"user_id": 2, item: 1, "rank": rank, "score": 0.5, "reason": "r",
                  "model_version": "v1", "generated_at": old}
             ])
+        # The upkeep's bookkeeping, last looked at long ago: the purge leaves it alone.
+        conn.execute(schema.recommendation_upkeep_items.insert(), [
+            {"kind": "tournaments", "item_id": 1}, {"kind": "teams", "item_id": 1}])
+        conn.execute(schema.recommendation_upkeep_state.insert(), [
+            {"kind": k, "published_at": old, "checked_at": old} for k in ("tournaments", "teams")])
         # An old bucket-manifest row: the purge must leave it alone.
         conn.execute(schema.recommendation_bucket_manifest.insert(), [
             {"bucket": 0, "n_buckets": 8, "as_of": old, "model_version": "v1", "run_id": "r",

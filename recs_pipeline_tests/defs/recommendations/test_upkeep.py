@@ -1,0 +1,136 @@
+"""Intraday upkeep on both backends: after a publish, rows that stopped being eligible are
+removed and the lists refilled from the same refresh's reserve, touching no other user."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+import dagster as dg
+import pandas as pd
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine
+
+from recs_pipeline import schema
+from recs_pipeline.compute.scoring import ScoringParams, recommend
+from recs_pipeline.db import read_frame
+from recs_pipeline.defs.recommendations.publishing import TEAMS, TOURNAMENTS
+from recs_pipeline.defs.recommendations.reading import (
+    build_user_feature_set,
+    load_team_candidates,
+    load_tournament_candidates,
+    read_user_inputs,
+)
+from recs_pipeline.defs.recommendations.run import stage_check_publish
+from recs_pipeline.defs.recommendations.upkeep import ineligible_now
+from recs_pipeline.defs.recommendations.upkeep_job import recommendation_upkeep_job
+from recs_pipeline.devtools.seed import SeedSummary, write_tables
+from recs_pipeline.devtools.worlds import generate_world
+from recs_pipeline.resources import AppDatabase, RunClock
+
+NOW = datetime(2026, 6, 1)
+LATER = NOW + timedelta(minutes=1)  # nothing else closes in between
+USERS = 600
+TOP_K = 3
+
+
+def _publish(engine: Engine) -> None:
+    write_tables(engine, generate_world("friend_cliques", USERS, 5, NOW),
+                 SeedSummary(users=USERS, seed=5, now=NOW), progress=False)
+    with engine.connect() as conn:
+        tc, mc = load_tournament_candidates(conn, NOW), load_team_candidates(conn, NOW)
+        users = build_user_feature_set(read_user_inputs(conn, NOW), NOW)
+    recs = recommend(users, tc, mc, ScoringParams(top_k=TOP_K), NOW, reserve=5)
+    outcome = stage_check_publish(engine, recs, users, tc, mc, top_k=TOP_K, now=NOW)
+    assert outcome.published, outcome.failure_message()
+
+
+def _rows(engine: Engine, table: sa.Table) -> pd.DataFrame:
+    with engine.connect() as conn:
+        return read_frame(conn, sa.select(table).order_by(table.c.user_id, table.c.rank))
+
+
+def _ranks_ok(frame: pd.DataFrame) -> None:
+    for _, g in frame.groupby("user_id"):
+        assert g["rank"].tolist() == list(range(1, len(g) + 1))
+        assert g["score"].is_monotonic_decreasing
+
+
+def test_upkeep_removes_ineligible_rows_and_backfills_in_model_order(
+    app_db: AppDatabase, engine: Engine, dagster_instance: dg.DagsterInstance
+) -> None:
+    _publish(engine)
+    t_before = _rows(engine, schema.tournament_recommendations)
+    m_before = _rows(engine, schema.team_recommendations)
+    t_reserve = _rows(engine, schema.tournament_recommendation_reserve)
+    assert len(t_reserve) > 0
+    top1 = t_before[t_before["rank"] == 1]
+    popular = t_before["tournament_id"].value_counts().index.tolist()
+    closed, filled = int(popular[0]), int(popular[1])
+    registrant = top1[~top1["tournament_id"].isin([closed, filled])].iloc[0]
+    stopped = int(m_before["team_id"].value_counts().index[0])
+    t, tp, m = schema.tournaments, schema.tournament_participants, schema.teams
+    with engine.begin() as conn:
+        conn.execute(t.update().where(t.c.id == closed).values(
+            registration_closes_at=NOW + timedelta(seconds=30)))
+        count = conn.execute(sa.select(sa.func.count()).where(tp.c.tournament_id == filled)
+                             ).scalar_one()
+        conn.execute(t.update().where(t.c.id == filled).values(max_participants=count))
+        next_id = conn.execute(sa.select(sa.func.max(tp.c.id))).scalar_one() + 1
+        conn.execute(tp.insert().values(
+            id=next_id, tournament_id=int(registrant["tournament_id"]),
+            user_id=int(registrant["user_id"]), registered_at=NOW + timedelta(seconds=20)))
+        conn.execute(m.update().where(m.c.id == stopped).values(is_recruiting=False))
+    assert ineligible_now(engine, TOURNAMENTS, LATER)[1] > 0
+
+    result = recommendation_upkeep_job.execute_in_process(
+        run_config={"resources": {"clock": {"config": {"as_of": LATER.isoformat(),
+                                                        "backfill": True}}},
+                    "ops": {"upkeep_recommendations": {"config": {
+                        "top_k": TOP_K, "refresh_short_lists": False}}}},
+        resources={"app_db": app_db, "clock": RunClock()}, instance=dagster_instance)
+    assert result.success
+    assert ineligible_now(engine, TOURNAMENTS, LATER)[1] == 0
+    assert ineligible_now(engine, TEAMS, LATER)[1] == 0
+
+    t_after = _rows(engine, schema.tournament_recommendations)
+    _ranks_ok(t_after)
+    _ranks_ok(_rows(engine, schema.team_recommendations))
+    stale = (t_before["tournament_id"].isin([closed, filled])
+             | ((t_before["user_id"] == registrant["user_id"])
+                & (t_before["tournament_id"] == registrant["tournament_id"])))
+    touched = set(t_before.loc[stale, "user_id"])
+    cols = ["user_id", "tournament_id", "rank", "score"]
+    untouched_before = t_before[~t_before["user_id"].isin(touched)][cols].reset_index(drop=True)
+    untouched_after = t_after[~t_after["user_id"].isin(touched)][cols].reset_index(drop=True)
+    pd.testing.assert_frame_equal(untouched_before, untouched_after)
+    # Each touched user: kept rows in order, then the reserve's best still-eligible rows.
+    backfilled = 0
+    for user in touched:
+        kept = t_before[(t_before["user_id"] == user) & ~stale]["tournament_id"].tolist()
+        spare = t_reserve[(t_reserve["user_id"] == user)
+                          & ~t_reserve["tournament_id"].isin([closed, filled])]
+        expected = (kept + spare["tournament_id"].tolist())[:TOP_K]
+        got = t_after[t_after["user_id"] == user]["tournament_id"].tolist()
+        assert got == expected
+        backfilled += len(got) - len(kept)
+    assert backfilled > 0
+    observed = [e.asset_observation_data.asset_observation for e in result.all_events
+                if e.event_type_value == "ASSET_OBSERVATION"]
+    meta = {o.asset_key.path[-1]: o.metadata for o in observed}
+    t_meta = meta["tournament_recommendations"]
+    assert t_meta["rows_removed"].value == int(stale.sum())
+    assert t_meta["removed_registered"].value == 1
+    assert t_meta["rows_backfilled"].value == backfilled
+    assert t_meta["users_touched"].value == len(touched)
+    assert meta["team_recommendations"]["removed_not_recruiting"].value == int(
+        (m_before["team_id"] == stopped).sum())
+
+    # Idle: nothing changed since, nothing is rewritten.
+    again = recommendation_upkeep_job.execute_in_process(
+        run_config={"resources": {"clock": {"config": {"as_of": LATER.isoformat(),
+                                                        "backfill": True}}},
+                    "ops": {"upkeep_recommendations": {"config": {
+                        "top_k": TOP_K, "refresh_short_lists": False}}}},
+        resources={"app_db": app_db, "clock": RunClock()}, instance=dagster_instance)
+    assert again.success
+    pd.testing.assert_frame_equal(_rows(engine, schema.tournament_recommendations), t_after)
