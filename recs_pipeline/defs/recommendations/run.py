@@ -74,12 +74,15 @@ class PublishOutcome:
         return "; ".join(f"{c.kind}/{c.name}: {c.description}" for c in self.failures)
 
 
+def _no_rows(kind: RecommendationKind) -> pd.DataFrame:
+    return pd.DataFrame(columns=[c.name for c in kind.table.columns])
+
+
 def _frames(recs: Recommendations) -> dict[RecommendationKind, pd.DataFrame]:
     """Every table a refresh writes: both kinds and their reserves (empty when not computed)."""
     frames = {TOURNAMENTS: recs.tournaments, TEAMS: recs.teams}
     for kind in KINDS:
-        frames[RESERVE_OF[kind]] = recs.reserves.get(
-            kind.name, pd.DataFrame(columns=[c.name for c in kind.table.columns]))
+        frames[RESERVE_OF[kind]] = recs.reserves.get(kind.name, _no_rows(kind))
     return frames
 
 
@@ -241,8 +244,7 @@ def refresh_users(
     timings["features"] = time.perf_counter() - t0
     eligible = sorted(set(users.features["user_id"].astype(int).tolist()) & set(ids))
     outcome = UserRefreshOutcome(ids, eligible, {}, [], timings, params.model_version())
-    frames = {kind: pd.DataFrame(columns=[c.name for c in kind.table.columns])
-              for kind in KINDS + RESERVES}
+    frames = {kind: _no_rows(kind) for kind in KINDS + RESERVES}
     if eligible:
         recs = recommend(users, tournament_candidates, team_candidates, params, now,
                          reserve=reserve)

@@ -186,6 +186,15 @@ def _per_user_digest(frame: pd.DataFrame, item_column: str) -> pd.Series:
     return hashed.groupby(frame["user_id"].to_numpy()).sum()
 
 
+def _still_eligible(rows: pd.DataFrame, item_column: str, excluded: set[tuple[int, int]],
+                    inactive: set[int], eligible_items: set[int]) -> list[bool]:
+    """Per row: its item is eligible now, its (user, item) pair is not excluded (stale or
+    already taken) and its user is active."""
+    return [(u, i) not in excluded and u not in inactive and i in eligible_items
+            for u, i in zip(rows["user_id"].astype(int), rows[item_column].astype(int),
+                            strict=True)]
+
+
 # --- one kind ---------------------------------------------------------------------------------
 
 
@@ -225,10 +234,8 @@ def _upkeep_kind(engine: Engine, kind: RecommendationKind, now: datetime, top_k:
         inactive_set = set(inactive)
         stale_keys = set(zip(stale_rows["user_id"].astype(int), stale_rows["item"].astype(int),
                              strict=True))
-        published["eligible"] = [
-            (u, i) not in stale_keys and u not in inactive_set and i in eligible_items
-            for u, i in zip(published["user_id"].astype(int),
-                            published[kind.item_column].astype(int), strict=True)]
+        published["eligible"] = _still_eligible(published, kind.item_column, stale_keys,
+                                                inactive_set, eligible_items)
         # rows of items that left the eligible set untracked (e.g. written and closed between
         # two runs): removed too, and counted by the item's rule
         untracked = published[~published["eligible"].to_numpy(dtype=bool)]
@@ -241,10 +248,8 @@ def _upkeep_kind(engine: Engine, kind: RecommendationKind, now: datetime, top_k:
                                  sorted(set(reserve[kind.item_column].astype(int))))
         taken_keys = set(zip(taken["user_id"].astype(int), taken["item"].astype(int),
                              strict=True))
-        reserve["eligible"] = [
-            (u, i) not in taken_keys and u not in inactive_set and i in eligible_items
-            for u, i in zip(reserve["user_id"].astype(int),
-                            reserve[kind.item_column].astype(int), strict=True)]
+        reserve["eligible"] = _still_eligible(reserve, kind.item_column, taken_keys,
+                                              inactive_set, eligible_items)
         refill = refill_lists(published, reserve, item_column=kind.item_column, top_k=top_k)
         out.backfilled = refill.backfilled
         changed = _write(engine, kind, users, published, reserve, refill.published,

@@ -5,9 +5,8 @@ from __future__ import annotations
 import json
 import logging
 import socket
-import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, HTTPServer
+from http.server import BaseHTTPRequestHandler
 from types import SimpleNamespace
 from unittest import mock
 
@@ -25,7 +24,7 @@ from recs_pipeline.alerting import (
 )
 from recs_pipeline.defs.platform.alerts import run_failure_alert_sensor
 from recs_pipeline.tags import ACHIEVEMENTS_TAGS
-from recs_pipeline_tests.webhook_receiver import Receiver
+from recs_pipeline_tests.webhook_receiver import Receiver, serving
 
 
 @dg.op
@@ -60,12 +59,8 @@ class _Recorder(BaseHTTPRequestHandler):
 @pytest.fixture
 def webhook_server() -> Iterator[tuple[str, type[_Recorder]]]:
     handler = type("Handler", (_Recorder,), {"received": [], "status": 200})
-    server = HTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_port}/hooks/secret-token", handler
-    server.shutdown()
-    server.server_close()
+    with serving(handler) as url:
+        yield f"{url}/hooks/secret-token", handler
 
 
 def _free_port() -> int:

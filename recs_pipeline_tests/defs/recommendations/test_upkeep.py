@@ -49,6 +49,15 @@ def _rows(engine: Engine, table: sa.Table) -> pd.DataFrame:
         return read_frame(conn, sa.select(table).order_by(table.c.user_id, table.c.rank))
 
 
+def _upkeep(app_db: AppDatabase, instance: dg.DagsterInstance) -> dg.ExecuteInProcessResult:
+    return recommendation_upkeep_job.execute_in_process(
+        run_config={"resources": {"clock": {"config": {"as_of": LATER.isoformat(),
+                                                        "backfill": True}}},
+                    "ops": {"upkeep_recommendations": {"config": {
+                        "top_k": TOP_K, "refresh_short_lists": False}}}},
+        resources={"app_db": app_db, "clock": RunClock()}, instance=instance)
+
+
 def _ranks_ok(frame: pd.DataFrame) -> None:
     for _, g in frame.groupby("user_id"):
         assert g["rank"].tolist() == list(range(1, len(g) + 1))
@@ -82,12 +91,7 @@ def test_upkeep_removes_ineligible_rows_and_backfills_in_model_order(
         conn.execute(m.update().where(m.c.id == stopped).values(is_recruiting=False))
     assert ineligible_now(engine, TOURNAMENTS, LATER)[1] > 0
 
-    result = recommendation_upkeep_job.execute_in_process(
-        run_config={"resources": {"clock": {"config": {"as_of": LATER.isoformat(),
-                                                        "backfill": True}}},
-                    "ops": {"upkeep_recommendations": {"config": {
-                        "top_k": TOP_K, "refresh_short_lists": False}}}},
-        resources={"app_db": app_db, "clock": RunClock()}, instance=dagster_instance)
+    result = _upkeep(app_db, dagster_instance)
     assert result.success
     assert ineligible_now(engine, TOURNAMENTS, LATER)[1] == 0
     assert ineligible_now(engine, TEAMS, LATER)[1] == 0
@@ -126,11 +130,6 @@ def test_upkeep_removes_ineligible_rows_and_backfills_in_model_order(
         (m_before["team_id"] == stopped).sum())
 
     # Idle: nothing changed since, nothing is rewritten.
-    again = recommendation_upkeep_job.execute_in_process(
-        run_config={"resources": {"clock": {"config": {"as_of": LATER.isoformat(),
-                                                        "backfill": True}}},
-                    "ops": {"upkeep_recommendations": {"config": {
-                        "top_k": TOP_K, "refresh_short_lists": False}}}},
-        resources={"app_db": app_db, "clock": RunClock()}, instance=dagster_instance)
+    again = _upkeep(app_db, dagster_instance)
     assert again.success
     pd.testing.assert_frame_equal(_rows(engine, schema.tournament_recommendations), t_after)
