@@ -335,12 +335,8 @@ def read_frame(
     return frame
 
 
-def read_int_frame(conn: Connection, statement: sa.Select) -> pd.DataFrame:
-    """An integer-only result as a DataFrame; PostgreSQL streams it with COPY (fast at 10M rows)."""
-    names = [c.name for c in statement.selected_columns]
-    if not is_postgres(conn):
-        result = conn.execute(statement)
-        return pd.DataFrame(result.cursor.fetchall(), columns=names, dtype="int64")  # type: ignore[attr-defined]
+def _copy_out(conn: Connection, statement: sa.Select) -> io.BytesIO:
+    """PostgreSQL: the statement's rows as CSV, streamed with COPY TO STDOUT (binds rendered)."""
     sql = str(statement.compile(dialect=conn.dialect, compile_kwargs={"literal_binds": True}))
     buffer = io.BytesIO()
     cursor = conn.connection.driver_connection.cursor()
@@ -355,9 +351,48 @@ def read_int_frame(conn: Connection, statement: sa.Select) -> pd.DataFrame:
     finally:
         cursor.close()
     buffer.seek(0)
+    return buffer
+
+
+def read_int_frame(conn: Connection, statement: sa.Select) -> pd.DataFrame:
+    """An integer-only result as a DataFrame; PostgreSQL streams it with COPY (fast at 10M rows)."""
+    names = [c.name for c in statement.selected_columns]
+    if not is_postgres(conn):
+        result = conn.execute(statement)
+        return pd.DataFrame(result.cursor.fetchall(), columns=names, dtype="int64")  # type: ignore[attr-defined]
+    buffer = _copy_out(conn, statement)
     if buffer.getbuffer().nbytes == 0:
         return pd.DataFrame({n: pd.Series(dtype="int64") for n in names})
     return pd.read_csv(buffer, header=None, names=names, dtype="int64", engine="c")
+
+
+def read_copied_frame(conn: Connection, statement: sa.Select) -> pd.DataFrame:
+    """`read_frame` for a result of NOT NULL integer, float, text and timestamp columns (the
+    recommendation tables' shape), streamed with COPY on PostgreSQL (~3x faster per row);
+    timestamp columns come back naive UTC."""
+    columns = list(statement.selected_columns)
+    stamps = [c.name for c in columns if isinstance(c.type, sa.DateTime)]
+    if not is_postgres(conn):
+        return read_frame(conn, statement, timestamp_columns=stamps)
+    dtypes: dict[str, str] = {}
+    for c in columns:
+        if isinstance(c.type, sa.Integer):
+            dtypes[c.name] = "int64"
+        elif isinstance(c.type, sa.Float):
+            dtypes[c.name] = "float64"
+        else:  # text; timestamps are parsed below
+            dtypes[c.name] = "object"
+    names = [c.name for c in columns]
+    buffer = _copy_out(conn, statement)
+    if buffer.getbuffer().nbytes == 0:
+        frame = pd.DataFrame({n: pd.Series(dtype=dtypes[n]) for n in names})
+    else:
+        frame = pd.read_csv(buffer, header=None, names=names, dtype=dtypes, engine="c",
+                            keep_default_na=False, na_filter=False)
+    for name in stamps:
+        frame[name] = to_utc_naive(frame[name]) if len(frame) else frame[name].astype(
+            "datetime64[us]")
+    return frame
 
 
 # --- Bulk writes ----------------------------------------------------------------------------

@@ -8,9 +8,13 @@ import time
 from contextlib import closing
 from pathlib import Path
 
+import pandas as pd
 import pytest
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine
 
-from recs_pipeline.db import make_engine
+from recs_pipeline import schema
+from recs_pipeline.db import bulk_insert, make_engine, read_copied_frame, read_frame
 from recs_pipeline.resources import AppDatabase
 
 
@@ -70,3 +74,28 @@ def test_in_memory_databases_keep_their_mode() -> None:
     engine = make_engine("sqlite://")
     with engine.connect() as conn:
         assert conn.exec_driver_sql("PRAGMA journal_mode").scalar_one() == "memory"
+
+
+def test_read_copied_frame_reads_what_read_frame_reads(engine: Engine) -> None:
+    """The COPY reader (PostgreSQL) gives the same rows and types as the row reader: text with
+    commas, quotes and newlines, exact float scores, naive UTC timestamps."""
+    table = schema.tournament_recommendations
+    rows = pd.DataFrame({
+        "user_id": [1, 1, 2], "tournament_id": [10, 11, 10], "rank": [1, 2, 1],
+        "score": [0.1 + 0.2, 1 / 3, 2.0 ** -40],
+        "reason": ['Near you, "weekly"', "a, b\nc", "NA"],
+        "model_version": ["ranker-v1-x", "ranker-v1-x", ""],
+        "generated_at": pd.to_datetime(["2026-06-01 02:00:00.123456"] * 3).tz_localize("UTC"),
+    })
+    with engine.begin() as conn:
+        bulk_insert(conn, table, rows)
+    query = sa.select(*table.columns).order_by(table.c.user_id, table.c.rank)
+    with engine.connect() as conn:
+        copied = read_copied_frame(conn, query)
+        plain = read_frame(conn, query, timestamp_columns=["generated_at"])
+    pd.testing.assert_frame_equal(copied, plain, check_dtype=False)
+    assert copied["score"].tolist() == rows["score"].tolist()
+    assert copied["reason"].tolist() == rows["reason"].tolist()
+    assert copied["generated_at"].tolist() == [pd.Timestamp("2026-06-01 02:00:00.123456")] * 3
+    with engine.connect() as conn:
+        assert read_copied_frame(conn, query.where(table.c.user_id == 99)).empty

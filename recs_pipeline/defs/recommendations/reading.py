@@ -227,8 +227,12 @@ def read_user_inputs(
         current = sa.select(tm.c.user_id).select_from(tm.join(m, m.c.id == tm.c.team_id)).where(
             current_membership(conn), m.c.game_id.in_(their_games))
 
+        # One IN over a UNION, not an OR of INs: PostgreSQL cannot hash an IN under an OR, and
+        # once the registrants outgrow work_mem it rescans them per row (minutes at 1M users).
+        scoped = sa.union(sa.select(u.c.id).where(of_users(u.c.id)), open_t, current)
+
         def scope(col: sa.ColumnElement) -> sa.ColumnElement:
-            return sa.or_(of_users(col), col.in_(open_t), col.in_(current))
+            return col.in_(scoped)
 
         tour_scope, team_scope = scope(tp.c.user_id), scope(tm.c.user_id)
     tournament_history = read_int_frame(

@@ -51,12 +51,11 @@ def upkeep_recommendations(context: dg.OpExecutionContext, config: UpkeepConfig,
             continue
         # An observation, not a materialization: upkeep does not make a missed nightly fresh.
         context.log_event(dg.AssetObservation(asset_key=key, metadata={
-            "rows_before": result.rows_before,
+            **({"rows_before": result.rows_before} if result.rows_before is not None else {}),
             "rows_removed": result.rows_removed,
             **{f"removed_{r}": result.removed.get(r, 0) for r in REASONS},
             "rows_backfilled": result.backfilled,
             "users_touched": result.users_touched,
-            "users_changed_meanwhile": result.users_changed_meanwhile,
             "ineligible_share_before": dg.MetadataValue.float(
                 round(result.ineligible_share_before, 6)),
         }))

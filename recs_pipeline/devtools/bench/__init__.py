@@ -18,4 +18,5 @@ BENCH_TOPICS: dict[str, str] = {
     "bad-input": "recs_pipeline.devtools.bench.bad_input",
     "user-refresh": "recs_pipeline.devtools.bench.user_refresh",
     "nightly": "recs_pipeline.devtools.bench.nightly",
+    "upkeep": "recs_pipeline.devtools.bench.upkeep",
 }

@@ -3,16 +3,20 @@ removed and the lists refilled from the same refresh's reserve, touching no othe
 
 from __future__ import annotations
 
+import threading
+import time
 from datetime import datetime, timedelta
 
 import dagster as dg
 import pandas as pd
+import pytest
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from recs_pipeline import schema
 from recs_pipeline.compute.scoring import ScoringParams, recommend
 from recs_pipeline.db import read_frame
+from recs_pipeline.defs.recommendations import upkeep
 from recs_pipeline.defs.recommendations.publishing import TEAMS, TOURNAMENTS
 from recs_pipeline.defs.recommendations.reading import (
     build_user_feature_set,
@@ -49,9 +53,10 @@ def _rows(engine: Engine, table: sa.Table) -> pd.DataFrame:
         return read_frame(conn, sa.select(table).order_by(table.c.user_id, table.c.rank))
 
 
-def _upkeep(app_db: AppDatabase, instance: dg.DagsterInstance) -> dg.ExecuteInProcessResult:
+def _upkeep(app_db: AppDatabase, instance: dg.DagsterInstance, at: datetime = LATER
+            ) -> dg.ExecuteInProcessResult:
     return recommendation_upkeep_job.execute_in_process(
-        run_config={"resources": {"clock": {"config": {"as_of": LATER.isoformat(),
+        run_config={"resources": {"clock": {"config": {"as_of": at.isoformat(),
                                                         "backfill": True}}},
                     "ops": {"upkeep_recommendations": {"config": {
                         "top_k": TOP_K, "refresh_short_lists": False}}}},
@@ -64,14 +69,10 @@ def _ranks_ok(frame: pd.DataFrame) -> None:
         assert g["score"].is_monotonic_decreasing
 
 
-def test_upkeep_removes_ineligible_rows_and_backfills_in_model_order(
-    app_db: AppDatabase, engine: Engine, dagster_instance: dg.DagsterInstance
-) -> None:
-    _publish(engine)
-    t_before = _rows(engine, schema.tournament_recommendations)
-    m_before = _rows(engine, schema.team_recommendations)
-    t_reserve = _rows(engine, schema.tournament_recommendation_reserve)
-    assert len(t_reserve) > 0
+def _invalidate(engine: Engine, t_before: pd.DataFrame, m_before: pd.DataFrame
+                ) -> tuple[int, int, pd.Series, int]:
+    """Close registration on the most recommended tournament, fill the next one, register a user
+    for their top-1, stop the most recommended team recruiting."""
     top1 = t_before[t_before["rank"] == 1]
     popular = t_before["tournament_id"].value_counts().index.tolist()
     closed, filled = int(popular[0]), int(popular[1])
@@ -89,6 +90,18 @@ def test_upkeep_removes_ineligible_rows_and_backfills_in_model_order(
             id=next_id, tournament_id=int(registrant["tournament_id"]),
             user_id=int(registrant["user_id"]), registered_at=NOW + timedelta(seconds=20)))
         conn.execute(m.update().where(m.c.id == stopped).values(is_recruiting=False))
+    return closed, filled, registrant, stopped
+
+
+def test_upkeep_removes_ineligible_rows_and_backfills_in_model_order(
+    app_db: AppDatabase, engine: Engine, dagster_instance: dg.DagsterInstance
+) -> None:
+    _publish(engine)
+    t_before = _rows(engine, schema.tournament_recommendations)
+    m_before = _rows(engine, schema.team_recommendations)
+    t_reserve = _rows(engine, schema.tournament_recommendation_reserve)
+    assert len(t_reserve) > 0
+    closed, filled, registrant, stopped = _invalidate(engine, t_before, m_before)
     assert ineligible_now(engine, TOURNAMENTS, LATER)[1] > 0
 
     result = _upkeep(app_db, dagster_instance)
@@ -133,3 +146,114 @@ def test_upkeep_removes_ineligible_rows_and_backfills_in_model_order(
     again = _upkeep(app_db, dagster_instance)
     assert again.success
     pd.testing.assert_frame_equal(_rows(engine, schema.tournament_recommendations), t_after)
+
+
+def test_a_concurrent_reader_never_sees_a_gap_or_an_empty_list(
+    engine: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _publish(engine)
+    t_before = _rows(engine, schema.tournament_recommendations)
+    closed, filled, registrant, _ = _invalidate(
+        engine, t_before, _rows(engine, schema.team_recommendations))
+    touched = sorted(set(t_before.loc[t_before["tournament_id"].isin([closed, filled]),
+                                      "user_id"]) | {int(registrant["user_id"])})
+    # Many small write transactions, each holding its rows deleted for a while before the
+    # refilled tail goes in: a reader outside the transaction must still never see the hole.
+    monkeypatch.setattr(upkeep, "WRITE_BATCH_USERS", 3)
+    real_insert = upkeep.bulk_insert
+
+    def slow_insert(conn: sa.Connection, table: sa.Table, frame: pd.DataFrame) -> int:
+        time.sleep(0.02)
+        return real_insert(conn, table, frame)
+
+    monkeypatch.setattr(upkeep, "bulk_insert", slow_insert)
+    t = schema.tournament_recommendations
+    seen: list[str] = []
+    reads = 0
+    done = threading.Event()
+
+    def read_lists() -> None:
+        nonlocal reads
+        while not done.is_set():
+            with engine.connect() as conn:
+                frame = read_frame(conn, sa.select(t.c.user_id, t.c.rank).where(
+                    t.c.user_id.in_(touched)).order_by(t.c.user_id, t.c.rank))
+            reads += 1
+            ranks = frame.groupby("user_id")["rank"].apply(list)
+            seen.extend(f"user {u} empty" for u in touched if u not in ranks.index)
+            seen.extend(f"user {u} ranks {r}" for u, r in ranks.items()
+                        if r != list(range(1, len(r) + 1)))
+
+    reader = threading.Thread(target=read_lists)
+    reader.start()
+    try:
+        outcome = upkeep.run_upkeep(engine, LATER, TOP_K, refresh_short_lists=False)
+    finally:
+        done.set()
+        reader.join(timeout=60)
+    assert outcome.kinds["tournaments"].users_touched == len(touched)
+    after = _rows(engine, t)
+    assert set(after.loc[after["user_id"].isin(touched), "user_id"]) == set(touched)
+    assert ineligible_now(engine, TOURNAMENTS, LATER)[1] == 0
+    assert reads >= 5, f"the reader only read {reads} times during the upkeep"
+    assert seen == []
+
+
+def test_a_reserve_item_that_left_in_an_earlier_run_is_never_promoted(
+    app_db: AppDatabase, engine: Engine, dagster_instance: dg.DagsterInstance
+) -> None:
+    _publish(engine)
+    reserve = _rows(engine, schema.team_recommendation_reserve)
+    first_spare = reserve[reserve["rank"] == TOP_K + 1]
+    stopped = int(first_spare["team_id"].value_counts().index[0])
+    user = int(first_spare.loc[first_spare["team_id"] == stopped, "user_id"].iloc[0])
+    m, tm = schema.teams, schema.team_members
+    with engine.begin() as conn:
+        conn.execute(m.update().where(m.c.id == stopped).values(is_recruiting=False))
+    assert _upkeep(app_db, dagster_instance).success  # removes `stopped`'s rows, untracks it
+    spare = _rows(engine, schema.team_recommendation_reserve)
+    assert stopped in spare.loc[spare["user_id"] == user, "team_id"].tolist()  # user untouched
+    published = _rows(engine, schema.team_recommendations)
+    top1 = int(published.loc[(published["user_id"] == user) & (published["rank"] == 1),
+                             "team_id"].iloc[0])
+    with engine.begin() as conn:  # the user joins their top-1 team: one slot to refill
+        next_id = conn.execute(sa.select(sa.func.max(tm.c.id))).scalar_one() + 1
+        conn.execute(tm.insert().values(id=next_id, team_id=top1, user_id=user,
+                                        joined_at=LATER + timedelta(seconds=10)))
+    later = LATER + timedelta(minutes=1)
+    assert _upkeep(app_db, dagster_instance, later).success
+    after = _rows(engine, schema.team_recommendations)
+    mine = after.loc[after["user_id"] == user, "team_id"].tolist()
+    assert top1 not in mine and stopped not in mine
+    assert len(mine) == TOP_K
+    assert ineligible_now(engine, TEAMS, later)[1] == 0
+
+
+def test_a_reserve_item_the_user_registered_for_is_never_promoted(
+    app_db: AppDatabase, engine: Engine, dagster_instance: dg.DagsterInstance
+) -> None:
+    _publish(engine)
+    reserve = _rows(engine, schema.tournament_recommendation_reserve)
+    published = _rows(engine, schema.tournament_recommendations)
+    spare = reserve[reserve["rank"] == TOP_K + 1].iloc[0]
+    user, registered = int(spare["user_id"]), int(spare["tournament_id"])
+    top1 = int(published.loc[(published["user_id"] == user) & (published["rank"] == 1),
+                             "tournament_id"].iloc[0])
+    t, tp = schema.tournaments, schema.tournament_participants
+    with engine.begin() as conn:  # the user registers for their best spare; their top-1 closes
+        next_id = conn.execute(sa.select(sa.func.max(tp.c.id))).scalar_one() + 1
+        conn.execute(tp.insert().values(id=next_id, tournament_id=registered, user_id=user,
+                                        registered_at=NOW + timedelta(seconds=20)))
+        conn.execute(t.update().where(t.c.id == top1).values(
+            registration_closes_at=NOW + timedelta(seconds=30)))
+    assert _upkeep(app_db, dagster_instance).success
+    mine = _rows(engine, schema.tournament_recommendations)
+    mine = mine.loc[mine["user_id"] == user, "tournament_id"].tolist()
+    assert top1 not in mine and registered not in mine
+    left = _rows(engine, schema.tournament_recommendation_reserve)
+    assert registered not in left.loc[left["user_id"] == user, "tournament_id"].tolist()
+    kept = [i for i in published.loc[published["user_id"] == user, "tournament_id"]
+            if i != top1]
+    spares = [i for i in reserve.loc[reserve["user_id"] == user, "tournament_id"]
+              if i != registered]
+    assert mine == kept + spares[:1]  # the next spare after the registered one
