@@ -15,7 +15,9 @@ Each affected user's list is rebuilt from their still-eligible rows plus their r
 refresh's next-best rows, `*_recommendation_reserve`), by score, ranks 1..n; the user's published
 and reserve rows are replaced in one transaction, and a user whose rows changed meanwhile (an
 on-demand refresh) is left for the next run. Users whose list fell below K are recomputed by the
-on-demand refresh, which also lets tournaments and teams that opened since the nightly run in.
+on-demand refresh (queued as refresh requests, served in batches by its sensor and job, so
+the upkeep run stays short), which also lets tournaments and teams that opened since the nightly
+run in.
 """
 
 from __future__ import annotations
@@ -34,7 +36,6 @@ from recs_pipeline import schema
 from recs_pipeline.bootstrap import ensure_pipeline_tables
 from recs_pipeline.compute.eligibility import ELIGIBLE, team_item_status, tournament_item_status
 from recs_pipeline.compute.quarantine import Quarantine, parse_timestamp_columns
-from recs_pipeline.compute.scoring import ScoringParams
 from recs_pipeline.compute.upkeep import first_changed_rank, refill_lists
 from recs_pipeline.db import (
     bulk_insert,
@@ -52,7 +53,7 @@ from recs_pipeline.defs.recommendations.publishing import (
     RecommendationKind,
 )
 from recs_pipeline.defs.recommendations.reading import current_membership
-from recs_pipeline.defs.recommendations.run import refresh_users
+from recs_pipeline.defs.recommendations.refresh_requests import request_refresh
 from recs_pipeline.defs.recommendations.upkeep_store import (
     checked_at,
     mark_checked,
@@ -63,7 +64,6 @@ from recs_pipeline.defs.recommendations.upkeep_store import (
 # Registrations committed late (a transaction that began before the last run) are still seen.
 REGISTRATION_OVERLAP = timedelta(minutes=10)
 WRITE_BATCH_USERS = 2_000  # users per write transaction
-SHORT_LIST_REFRESH_USERS = 1_000  # users recomputed per run (one on-demand refresh batch)
 
 # Why a published row was removed (metadata keys `removed_<reason>`).
 ITEM_REASONS = {"status_closed": "registration_closed", "registration_closed":
@@ -93,8 +93,8 @@ class KindUpkeep:
 @dataclass
 class UpkeepOutcome:
     kinds: dict[str, KindUpkeep]
-    users_refreshed: int = 0  # users whose list fell below K, recomputed
-    users_refresh_deferred: int = 0  # more than one refresh batch: left for the next run
+    users_short: list[int] = field(default_factory=list)  # lists below K after the refill
+    users_refresh_requested: int = 0  # of them, queued for the on-demand refresh
     timings: dict[str, float] = field(default_factory=dict)
     published: bool = True  # False: nothing published yet, nothing to keep up
 
@@ -325,7 +325,7 @@ def _refill_batch(conn: Connection, kind: RecommendationKind, users: list[int], 
 
 
 def run_upkeep(engine: Engine, now: datetime, top_k: int = 10, *,
-               refresh_short_lists: bool = True) -> UpkeepOutcome:
+               request_short_list_refresh: bool = True) -> UpkeepOutcome:
     """One upkeep pass over both kinds (see the module docstring)."""
     ensure_pipeline_tables(engine)
     outcome = UpkeepOutcome(kinds={})
@@ -337,14 +337,14 @@ def run_upkeep(engine: Engine, now: datetime, top_k: int = 10, *,
             outcome.published = False
             continue
         outcome.kinds[kind.name] = result
-    short = sorted({u for k in outcome.kinds.values() for u in k.short_users})
-    if refresh_short_lists and short:
-        t0 = time.perf_counter()
-        batch = short[:SHORT_LIST_REFRESH_USERS]
-        refreshed = refresh_users(engine, batch, ScoringParams(top_k=top_k), now)
-        outcome.users_refreshed = len(refreshed.refreshed) if not refreshed.failures else 0
-        outcome.users_refresh_deferred = len(short) - len(batch)
-        outcome.timings["refresh_short_lists"] = time.perf_counter() - t0
+    outcome.users_short = sorted({u for k in outcome.kinds.values() for u in k.short_users})
+    if request_short_list_refresh and outcome.users_short:
+        with engine.begin() as conn:
+            requests = schema.recommendation_refresh_requests
+            pending = set(conn.execute(sa.select(requests.c.user_id).where(in_ids(
+                requests.c.user_id, outcome.users_short, conn.dialect.name))).scalars())
+            outcome.users_refresh_requested = request_refresh(
+                conn, [u for u in outcome.users_short if u not in pending])
     return outcome
 
 

@@ -30,9 +30,10 @@ STALE_WARN_SHARE = 0.05  # WARN when more than 5 % of the published rows are not
 
 class UpkeepConfig(FailFastConfig):
     top_k: int = Field(default=10, ge=1, le=100, description="The published K.")
-    refresh_short_lists: bool = Field(
-        default=True, description="Recompute (on-demand refresh) users whose list fell below K, "
-        "so items that opened since the nightly run can enter.")
+    request_short_list_refresh: bool = Field(
+        default=True, description="Queue an on-demand refresh (recommendation_refresh_requests) "
+        "for users whose list fell below K, so items that opened since the nightly run can "
+        "enter; the refresh sensor serves them in batches.")
 
 
 @dg.op(description="Remove published rows that are no longer eligible and backfill each "
@@ -41,7 +42,7 @@ class UpkeepConfig(FailFastConfig):
 def upkeep_recommendations(context: dg.OpExecutionContext, config: UpkeepConfig,
                            app_db: AppDatabase, clock: RunClock):  # type: ignore[no-untyped-def]
     outcome = run_upkeep(app_db.get_engine(), clock.now(), config.top_k,
-                         refresh_short_lists=config.refresh_short_lists)
+                         request_short_list_refresh=config.request_short_list_refresh)
     if not outcome.published:
         context.log.info("nothing published yet: nothing to keep up")
     for key, kind in ((TOURNAMENT_RECOMMENDATIONS_KEY, "tournaments"),
@@ -62,8 +63,8 @@ def upkeep_recommendations(context: dg.OpExecutionContext, config: UpkeepConfig,
     yield dg.Output(None, metadata={
         **app_db.run_metadata(),
         "users_touched": outcome.users_touched,
-        "users_refreshed": outcome.users_refreshed,
-        "users_refresh_deferred": outcome.users_refresh_deferred,
+        "users_short": len(outcome.users_short),
+        "users_refresh_requested": outcome.users_refresh_requested,
         **{f"seconds_{k}": round(v, 3) for k, v in outcome.timings.items()},
     })
 

@@ -14,7 +14,8 @@ seeds a scratch PostgreSQL app database (seed 42) and publishes it with the real
 It prints each run's wall time (launch included), the upkeep step's seconds, per-kind seconds,
 rows removed by reason, rows backfilled and users touched, and after the last run the rows still
 ineligible (the staleness check's count; must be 0). `--keep` leaves the databases for `--reuse`,
-which skips seeding and the nightly (the invalidation then works on the previous run's state)
+which skips seeding and the nightly and goes on from the last upkeep run's instant (the
+invalidation then works on the previous run's state)
 and keeps them too; drop them with `recs-pipeline bench upkeep --drop`.
 """
 
@@ -223,8 +224,9 @@ def _run_upkeep_job(home: str, env: dict[str, str], now: datetime, label: str) -
           + (f", peak RSS {rss / 1024 / 1024:.2f} GB" if rss else ""))
     seconds = ", ".join(f"{k.removeprefix('seconds_')} {v:.2f} s" for k, v in output.items()
                         if k.startswith("seconds_"))
-    print(f"    inside the step: {seconds}; users refreshed (short lists) "
-          f"{output.get('users_refreshed', 0)}, deferred {output.get('users_refresh_deferred', 0)}")
+    print(f"    inside the step: {seconds}; users with a short list "
+          f"{output.get('users_short', 0)}, refresh requested "
+          f"{output.get('users_refresh_requested', 0)}")
     for key, meta in sorted(observed.items()):
         reasons = ", ".join(f"{k.removeprefix('removed_')} {v:,}" for k, v in meta.items()
                             if k.startswith("removed_") and v)
@@ -321,6 +323,10 @@ def run(args: argparse.Namespace) -> int:
                 rows = int(conn.execute(sa.text(f"SELECT count(*) FROM {table}")).scalar_one())
                 print(f"  {table}: {rows:,} rows")
         first = as_of + timedelta(minutes=15)
+        if args.reuse:  # go on from where the kept run's upkeep left off
+            with engine.connect() as conn:
+                first = conn.execute(sa.text(
+                    "SELECT max(checked_at) FROM recommendation_upkeep_state")).scalar_one()
         if not args.reuse:
             _run_upkeep_job(home, env, first, "upkeep 15 min after the publish")
         _run_upkeep_job(home, env, first, "idle upkeep (nothing changed)")

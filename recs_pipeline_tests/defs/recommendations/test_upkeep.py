@@ -59,7 +59,7 @@ def _upkeep(app_db: AppDatabase, instance: dg.DagsterInstance, at: datetime = LA
         run_config={"resources": {"clock": {"config": {"as_of": at.isoformat(),
                                                         "backfill": True}}},
                     "ops": {"upkeep_recommendations": {"config": {
-                        "top_k": TOP_K, "refresh_short_lists": False}}}},
+                        "top_k": TOP_K, "request_short_list_refresh": False}}}},
         resources={"app_db": app_db, "clock": RunClock()}, instance=instance)
 
 
@@ -187,7 +187,7 @@ def test_a_concurrent_reader_never_sees_a_gap_or_an_empty_list(
     reader = threading.Thread(target=read_lists)
     reader.start()
     try:
-        outcome = upkeep.run_upkeep(engine, LATER, TOP_K, refresh_short_lists=False)
+        outcome = upkeep.run_upkeep(engine, LATER, TOP_K, request_short_list_refresh=False)
     finally:
         done.set()
         reader.join(timeout=60)
@@ -257,3 +257,34 @@ def test_a_reserve_item_the_user_registered_for_is_never_promoted(
     spares = [i for i in reserve.loc[reserve["user_id"] == user, "tournament_id"]
               if i != registered]
     assert mine == kept + spares[:1]  # the next spare after the registered one
+
+
+def test_a_list_that_fell_below_k_is_queued_for_the_on_demand_refresh(
+    app_db: AppDatabase, engine: Engine, dagster_instance: dg.DagsterInstance
+) -> None:
+    _publish(engine)
+    published = _rows(engine, schema.tournament_recommendations)
+    reserve = _rows(engine, schema.tournament_recommendation_reserve)
+    user = int(published["user_id"].iloc[0])
+    theirs = sorted(set(published.loc[published["user_id"] == user, "tournament_id"])
+                    | set(reserve.loc[reserve["user_id"] == user, "tournament_id"]))
+    t = schema.tournaments
+    with engine.begin() as conn:  # everything the user was shown or kept in reserve closes
+        conn.execute(t.update().where(t.c.id.in_(theirs)).values(
+            registration_closes_at=NOW + timedelta(seconds=30)))
+    result = recommendation_upkeep_job.execute_in_process(
+        run_config={"resources": {"clock": {"config": {"as_of": LATER.isoformat(),
+                                                        "backfill": True}}},
+                    "ops": {"upkeep_recommendations": {"config": {"top_k": TOP_K}}}},
+        resources={"app_db": app_db, "clock": RunClock()}, instance=dagster_instance)
+    assert result.success
+    after = _rows(engine, schema.tournament_recommendations)
+    assert user not in set(after["user_id"])  # nothing of theirs was left to promote
+    requests = schema.recommendation_refresh_requests
+    with engine.connect() as conn:
+        queued = list(conn.execute(sa.select(requests.c.user_id)).scalars())
+    assert user in queued and len(queued) == len(set(queued))
+    [output] = [e for e in result.all_events if e.event_type_value == "STEP_OUTPUT"]
+    step_meta = output.event_specific_data.metadata
+    assert step_meta["users_refresh_requested"].value == len(queued)
+    assert step_meta["users_short"].value == len(queued)  # none was pending before
