@@ -8,16 +8,16 @@ rows, cheaply and in proportion to what changed:
   (small: the item side), and only the tracked items (`upkeep_store`) that left the eligible set
   since the last run are looked up in the published tables;
 * registrations and joins: only those since the last run (with an overlap for late commits),
-  joined to the published rows on their unique (user, item) key;
+  matched to the published and reserve rows of their users;
 * deactivated users: inactive users that still have rows.
 
 Each affected user's list is rebuilt from their still-eligible rows plus their reserve (the same
-refresh's next-best rows, `*_recommendation_reserve`), by score, ranks 1..n; the user's published
-and reserve rows are replaced in one transaction, and a user whose rows changed meanwhile (an
-on-demand refresh) is left for the next run. Users whose list fell below K are recomputed by the
-on-demand refresh (queued as refresh requests, served in batches by its sensor and job, so
-the upkeep run stays short), which also lets tournaments and teams that opened since the nightly
-run in.
+refresh's next-best rows, `*_recommendation_reserve`), by score, ranks 1..n. A batch of users is
+locked, read as it is now (so an on-demand refresh that ran meanwhile is judged on its own rows)
+and written in one transaction, and only what changed is written: each list's tail from its
+first changed rank, and the reserve rows used up. Users whose list fell below K are queued for
+the on-demand refresh (refresh requests, served in batches by its sensor and job, so the upkeep
+run stays short), which also lets tournaments and teams that opened since the nightly run in.
 """
 
 from __future__ import annotations
@@ -267,6 +267,7 @@ def _upkeep_kind(engine: Engine, kind: RecommendationKind, now: datetime, top_k:
     judge = _Judge(kind, _pair_index(stale_rows, "user_id", "item"),
                    np.array(inactive, dtype=np.int64), status,
                    _pair_index(reserve_taken, "user_id", "item"))
+    inactive_users = set(inactive)
     # Users with only a reserve row taken are rewritten too (that row goes, nothing else).
     to_write = sorted(set(users) | set(reserve_taken["user_id"].tolist()))
     for lo in range(0, len(to_write), WRITE_BATCH_USERS):
@@ -276,7 +277,7 @@ def _upkeep_kind(engine: Engine, kind: RecommendationKind, now: datetime, top_k:
         out.backfilled += written.backfilled
         out.removed.update(written.also_removed)
         out.short_users.extend(int(u) for u in written.short_users
-                               if int(u) not in judge.inactive)
+                               if int(u) not in inactive_users)
     with engine.begin() as conn:
         if left:
             untrack_items(conn, kind, left)
