@@ -1,13 +1,14 @@
 """The real nightly job, timed as the daemon runs it, against the SQL a data engineer would write.
 
-`recs-pipeline bench nightly [--sizes S,M,L] [--server-url URL]` per size: seeds a scratch
-PostgreSQL app database (seed 42) and a scratch PostgreSQL database for the Dagster instance (the
-repo's production dagster.yaml, migrated with the CLI, the default filesystem IO manager under
-DAGSTER_HOME), then runs `nightly_recommendations_job` in a fresh `dagster job execute` process
-(under `/usr/bin/time` for its peak RSS when that exists). It prints the wall time, every step's
-seconds from the run's event log, the peak RSS and the rows published; then the peer: eligible
-top-10 tournaments and teams by popularity in one SQL statement each (window functions, the
-contract's eligibility rules), written with CREATE TABLE AS, and the ratio of the two.
+`recs-pipeline bench nightly [--sizes S,M,L] [--reserve N] [--server-url URL]` per size: seeds a
+scratch PostgreSQL app database (seed 42) and a scratch PostgreSQL database for the Dagster
+instance (the repo's production dagster.yaml, migrated with the CLI, the default filesystem IO
+manager under DAGSTER_HOME), then runs `nightly_recommendations_job` in a fresh `dagster job
+execute` process (under `/usr/bin/time` for its peak RSS when that exists). It prints the wall
+time, every step's seconds from the run's event log, the peak RSS and the rows published; then the
+peer: eligible top-10 tournaments and teams by popularity in one SQL statement each (window
+functions, the contract's eligibility rules), written with CREATE TABLE AS, and the ratio of the
+two.
 """
 
 from __future__ import annotations
@@ -75,6 +76,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--server-url", default=DEFAULT_SERVER,
                         help="PostgreSQL server URL (scratch databases are created there)")
     parser.add_argument("--database", default="recs_bench_nightly")
+    parser.add_argument("--reserve", type=int, default=None,
+                        help="PublishConfig.reserve for the run (default: the config's default)")
     parser.add_argument("--peer-max-users", type=int, default=100_000,
                         help="run the SQL peer only up to this size (it is ~2.5 s per 1k users)")
 
@@ -161,8 +164,12 @@ def run(args: argparse.Namespace) -> int:
                 subprocess.run([str(Path(sys.executable).parent / "dagster"), "instance",
                                 "migrate"], env=env, check=True, capture_output=True)
                 config = Path(home) / "nightly.yaml"
-                config.write_text(yaml.safe_dump({"resources": {"clock": {"config": {
-                    "as_of": as_of.isoformat(), "backfill": True}}}}))
+                run_config: dict[str, Any] = {"resources": {"clock": {"config": {
+                    "as_of": as_of.isoformat(), "backfill": True}}}}
+                if args.reserve is not None:
+                    run_config["ops"] = {"publish_recommendations": {"config": {
+                        "reserve": args.reserve}}}
+                config.write_text(yaml.safe_dump(run_config))
                 prefix = [GNU_TIME, "-f", "peak_rss_kb=%M"] if Path(GNU_TIME).exists() else []
                 job = JobRun("nightly_recommendations_job", env, config, prefix=prefix)
                 rc, wall, retries = job.wait(timeout=7200)
