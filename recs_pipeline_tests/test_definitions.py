@@ -66,6 +66,16 @@ def test_definitions_snapshot() -> None:
     assert checks == EXPECTED_CHECKS
 
 
+def test_the_staleness_checks_run_hourly_not_in_the_nightly_job() -> None:
+    staleness = {"tournament_recommendations_ineligible_share",
+                 "team_recommendations_ineligible_share"}
+    nightly = set(defs.resolve_job_def("nightly_recommendations_job").graph.node_names())
+    assert {"publish_recommendations", "recommendation_quality_quality_gate"} <= nightly
+    assert not nightly & staleness
+    hourly = set(defs.resolve_job_def("recommendation_staleness_job").graph.node_names())
+    assert hourly == staleness
+
+
 def test_every_asset_has_a_description() -> None:
     repo = defs.get_repository_def()
     for key in repo.asset_graph.get_all_asset_keys():
