@@ -328,7 +328,11 @@ def read_frame(
     result.close()
     columns = list(zip(*rows, strict=True)) if rows else [() for _ in names]
     frame = pd.DataFrame({n: list(c) for n, c in zip(names, columns, strict=True)})
-    for column in timestamp_columns:
+    return _naive_utc_columns(frame, timestamp_columns)
+
+
+def _naive_utc_columns(frame: pd.DataFrame, columns: Iterable[str]) -> pd.DataFrame:
+    for column in columns:
         frame[column] = to_utc_naive(frame[column]) if len(frame) else frame[column].astype(
             "datetime64[us]"
         )
@@ -389,10 +393,7 @@ def read_copied_frame(conn: Connection, statement: sa.Select) -> pd.DataFrame:
     else:
         frame = pd.read_csv(buffer, header=None, names=names, dtype=dtypes, engine="c",
                             keep_default_na=False, na_filter=False)
-    for name in stamps:
-        frame[name] = to_utc_naive(frame[name]) if len(frame) else frame[name].astype(
-            "datetime64[us]")
-    return frame
+    return _naive_utc_columns(frame, stamps)
 
 
 # --- Bulk writes ----------------------------------------------------------------------------

@@ -75,3 +75,10 @@ def request_refresh(conn: Connection, user_ids: Sequence[int]) -> int:
     if ids:
         conn.execute(REQUESTS.insert(), [{"user_id": u} for u in ids])
     return len(ids)
+
+
+def request_refresh_unless_pending(conn: Connection, user_ids: Sequence[int]) -> int:
+    """`request_refresh` for the users without a pending request; returns how many were added."""
+    pending = set(conn.execute(sa.select(REQUESTS.c.user_id).where(
+        in_ids(REQUESTS.c.user_id, user_ids, conn.dialect.name))).scalars())
+    return request_refresh(conn, [u for u in user_ids if u not in pending])

@@ -53,7 +53,9 @@ from recs_pipeline.defs.recommendations.publishing import (
     RecommendationKind,
 )
 from recs_pipeline.defs.recommendations.reading import current_membership
-from recs_pipeline.defs.recommendations.refresh_requests import request_refresh
+from recs_pipeline.defs.recommendations.refresh_requests import (
+    request_refresh_unless_pending,
+)
 from recs_pipeline.defs.recommendations.upkeep_store import (
     checked_at,
     mark_checked,
@@ -285,12 +287,14 @@ def _upkeep_kind(engine: Engine, kind: RecommendationKind, now: datetime, top_k:
     return out
 
 
-def _delete_by_rank(conn: Connection, table: sa.Table, rows: pd.DataFrame) -> None:
-    """Delete these (user_id, rank) rows, read under lock: one statement per rank, by the
-    primary key."""
-    for rank, users in rows.groupby("rank")["user_id"]:
+def _delete_by_rank(conn: Connection, table: sa.Table, rank_of_user: pd.Series, *,
+                    and_below: bool = False) -> None:
+    """Delete each user's row at `rank_of_user[user]` (and, `and_below`, every row after it),
+    read under lock: one statement per distinct rank, by the primary key."""
+    for rank, users in rank_of_user.groupby(rank_of_user):
+        at = table.c.rank >= int(rank) if and_below else table.c.rank == int(rank)
         conn.execute(table.delete().where(
-            in_ids(table.c.user_id, users, conn.dialect.name), table.c.rank == int(rank)))
+            in_ids(table.c.user_id, users.index, conn.dialect.name), at))
 
 
 @dataclass
@@ -318,16 +322,15 @@ def _refill_batch(conn: Connection, kind: RecommendationKind, users: list[int], 
     reserve["eligible"] = judge.eligible(reserve, judge.reserve_taken, unseen_ok=False)
     refill = refill_lists(published, reserve, item_column=col, top_k=top_k)
     first = first_changed_rank(published, refill.published, col)
-    dialect = conn.dialect.name
-    for rank, group in first.groupby(first):
-        conn.execute(kind.table.delete().where(
-            in_ids(kind.table.c.user_id, group.index, dialect), kind.table.c.rank >= int(rank)))
+    _delete_by_rank(conn, kind.table, first, and_below=True)
     tail = refill.published[refill.published["rank"].to_numpy()
                             >= first.reindex(refill.published["user_id"].to_numpy(),
                                              fill_value=np.iinfo(np.int64).max).to_numpy()]
     bulk_insert(conn, kind.table, tail[[c.name for c in kind.table.columns]])
     kept = _pair_index(refill.reserve, "user_id", col)
-    _delete_by_rank(conn, reserve_table, reserve[~_pair_index(reserve, "user_id", col).isin(kept)])
+    dropped = reserve[~_pair_index(reserve, "user_id", col).isin(kept)]
+    _delete_by_rank(conn, reserve_table, pd.Series(dropped["rank"].to_numpy(),
+                                                   index=dropped["user_id"].to_numpy()))
     return _BatchWrite(refill.backfilled, refill.short_users, also_removed)
 
 
@@ -350,11 +353,8 @@ def run_upkeep(engine: Engine, now: datetime, top_k: int = 10, *,
     outcome.users_short = sorted({u for k in outcome.kinds.values() for u in k.short_users})
     if request_short_list_refresh and outcome.users_short:
         with engine.begin() as conn:
-            requests = schema.recommendation_refresh_requests
-            pending = set(conn.execute(sa.select(requests.c.user_id).where(in_ids(
-                requests.c.user_id, outcome.users_short, conn.dialect.name))).scalars())
-            outcome.users_refresh_requested = request_refresh(
-                conn, [u for u in outcome.users_short if u not in pending])
+            outcome.users_refresh_requested = request_refresh_unless_pending(
+                conn, outcome.users_short)
     return outcome
 
 
