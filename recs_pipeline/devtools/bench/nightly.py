@@ -15,8 +15,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import re
-import shutil
 import tempfile
 import time
 from pathlib import Path
@@ -25,7 +23,6 @@ from unittest import mock
 
 SIZES = {"S": 10_000, "M": 100_000, "L": 1_000_000}
 DEFAULT_SERVER = "postgresql://postgres@127.0.0.1:5432/postgres"
-GNU_TIME = "/usr/bin/time"
 
 # Popularity among eligible candidates (docs/data-contract.md, "Eligibility"), top 10 per user.
 PEER_TOURNAMENTS = """
@@ -82,25 +79,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="run the SQL peer only up to this size (it is ~2.5 s per 1k users)")
 
 
-def _step_seconds(instance: Any, run_id: str) -> dict[str, float]:
-    """Seconds from each step's start to its success or failure, from the run's event log."""
-    import dagster as dg
-
-    started: dict[str, float] = {}
-    seconds: dict[str, float] = {}
-    for entry in instance.all_logs(run_id):
-        event = entry.dagster_event
-        if event is None or event.step_key is None:
-            continue
-        if event.event_type == dg.DagsterEventType.STEP_START:
-            started[event.step_key] = entry.timestamp
-        elif event.event_type in (dg.DagsterEventType.STEP_SUCCESS,
-                                  dg.DagsterEventType.STEP_FAILURE):
-            seconds[event.step_key] = entry.timestamp - started.get(event.step_key,
-                                                                   entry.timestamp)
-    return seconds
-
-
 def _peer(engine: Any, now: Any) -> tuple[float, int, int]:
     import sqlalchemy as sa
 
@@ -118,8 +96,6 @@ def _peer(engine: Any, now: Any) -> tuple[float, int, int]:
 
 
 def run(args: argparse.Namespace) -> int:
-    import subprocess
-    import sys
     from datetime import timedelta
 
     import dagster as dg
@@ -129,16 +105,14 @@ def run(args: argparse.Namespace) -> int:
     from recs_pipeline.bootstrap import init_app_database
     from recs_pipeline.cli import CliError
     from recs_pipeline.compute.timestamps import utc_now
-    from recs_pipeline.db import make_engine, parse_database_url
-    from recs_pipeline.devtools.bench.jobs import JobRun
+    from recs_pipeline.db import make_engine
+    from recs_pipeline.devtools.bench.jobs import JobRun, postgres_instance_env, step_seconds
     from recs_pipeline.devtools.bench.seed import _drop_postgres, _recreate_postgres
     from recs_pipeline.devtools.seed import SeedConfig, seed_database
 
     sizes = [s for s in args.sizes.split(",") if s]
     if not sizes or set(sizes) - set(SIZES):
         raise CliError(f"--sizes {args.sizes!r}: a comma list of {', '.join(SIZES)}")
-    server = parse_database_url(args.server_url)
-    production_yaml = Path(__file__).resolve().parents[3] / "deploy/production/dagster.yaml"
     seed_now = utc_now().replace(hour=0, minute=0, second=0, microsecond=0)
     as_of = seed_now + timedelta(hours=12)
     for size in sizes:
@@ -154,15 +128,7 @@ def run(args: argparse.Namespace) -> int:
                 seed_database(engine, SeedConfig(users=users, seed=42, now=seed_now),
                               progress=False)
                 seeded = time.perf_counter() - t0
-                shutil.copy(production_yaml, Path(home) / "dagster.yaml")
-                env = {**os.environ, "DAGSTER_HOME": home, "RECS_DATABASE_URL": app_url,
-                       "DAGSTER_PG_HOST": server.host or "127.0.0.1",
-                       "DAGSTER_PG_PORT": str(server.port or 5432),
-                       "DAGSTER_PG_USER": server.username or "postgres",
-                       "DAGSTER_PG_PASSWORD": server.password or "",
-                       "DAGSTER_PG_DB": instance_db}
-                subprocess.run([str(Path(sys.executable).parent / "dagster"), "instance",
-                                "migrate"], env=env, check=True, capture_output=True)
+                env = postgres_instance_env(home, args.server_url, instance_db, app_url)
                 config = Path(home) / "nightly.yaml"
                 run_config: dict[str, Any] = {"resources": {"clock": {"config": {
                     "as_of": as_of.isoformat(), "backfill": True}}}}
@@ -170,15 +136,13 @@ def run(args: argparse.Namespace) -> int:
                     run_config["ops"] = {"publish_recommendations": {"config": {
                         "reserve": args.reserve}}}
                 config.write_text(yaml.safe_dump(run_config))
-                prefix = [GNU_TIME, "-f", "peak_rss_kb=%M"] if Path(GNU_TIME).exists() else []
-                job = JobRun("nightly_recommendations_job", env, config, prefix=prefix)
+                job = JobRun("nightly_recommendations_job", env, config, measure_rss=True)
                 rc, wall, retries = job.wait(timeout=7200)
-                rss = next((int(m.group(1)) for line in job.lines
-                            if (m := re.match(r"peak_rss_kb=(\d+)", line))), None)
+                rss = job.peak_rss_gb
                 with mock.patch.dict(os.environ, env), dg.DagsterInstance.from_config(
                         home) as instance:
                     [record] = instance.get_run_records(limit=1)
-                    steps = _step_seconds(instance, record.dagster_run.run_id)
+                    steps = step_seconds(instance, record.dagster_run.run_id)
                 with engine.connect() as conn:
                     published = {t: int(conn.execute(sa.text(
                         f"SELECT count(*) FROM {t}")).scalar_one())
@@ -187,7 +151,7 @@ def run(args: argparse.Namespace) -> int:
                       f" PostgreSQL app database and instance")
                 print(f"  nightly_recommendations_job: exit {rc}, {retries} step retries, "
                       f"{wall:.1f} s wall (fresh process)"
-                      + (f", peak RSS {rss / 1024 / 1024:.2f} GB" if rss else ""))
+                      + (f", peak RSS {rss:.2f} GB" if rss else ""))
                 for step, took in sorted(steps.items(), key=lambda kv: -kv[1]):
                     print(f"    {step:<32} {took:7.1f} s")
                 print(f"  published {published['tournament_recommendations']:,} tournament + "

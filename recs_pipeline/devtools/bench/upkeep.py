@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import argparse
 import os
-import re
+import shutil
 import tempfile
 import time
 from datetime import datetime, timedelta
@@ -31,8 +31,9 @@ from pathlib import Path
 from typing import Any
 from unittest import mock
 
+from recs_pipeline.devtools.bench.jobs import JobRun
+
 DEFAULT_SERVER = "postgresql://postgres@127.0.0.1:5432/postgres"
-GNU_TIME = "/usr/bin/time"
 # How the invalidated share of each kind's rows is split between the ways rows go stale.
 TOURNAMENT_MIX = {"registration_closed": 0.45, "full": 0.15, "registered": 0.3,
                   "user_inactive": 0.1}
@@ -184,25 +185,33 @@ def invalidate(engine: Any, share: float, at: datetime) -> dict[str, int]:
 # --- one upkeep run ---------------------------------------------------------------------------
 
 
-def _run_upkeep_job(home: str, env: dict[str, str], now: datetime, label: str) -> None:
-    import dagster as dg
+def _run_as_of(home: str, env: dict[str, str], job_name: str, now: datetime, timeout: float
+               ) -> tuple[JobRun, int, float, int]:
+    """`job_name` with the run's clock at `now`, in a fresh process under GNU time: the run,
+    its exit code, wall seconds and step retries; the run's last output lines on a failure."""
     import yaml
 
-    from recs_pipeline.devtools.bench.jobs import JobRun
-    from recs_pipeline.devtools.bench.nightly import _step_seconds
-
-    config = Path(home) / "upkeep.yaml"
+    config = Path(home) / f"{job_name}.yaml"
     config.write_text(yaml.safe_dump({"resources": {"clock": {"config": {
         "as_of": now.isoformat(), "backfill": True}}}}))
-    prefix = [GNU_TIME, "-f", "peak_rss_kb=%M"] if Path(GNU_TIME).exists() else []
-    job = JobRun("recommendation_upkeep_job", env, config, prefix=prefix)
-    rc, wall, retries = job.wait(timeout=1800)
-    rss = next((int(m.group(1)) for line in job.lines
-                if (m := re.match(r"peak_rss_kb=(\d+)", line))), None)
+    job = JobRun(job_name, env, config, measure_rss=True)
+    rc, wall, retries = job.wait(timeout=timeout)
+    if rc != 0:
+        print("".join(job.lines[-40:]))
+    return job, rc, wall, retries
+
+
+def _run_upkeep_job(home: str, env: dict[str, str], now: datetime, label: str) -> None:
+    import dagster as dg
+
+    from recs_pipeline.devtools.bench.jobs import step_seconds
+
+    job, rc, wall, retries = _run_as_of(home, env, "recommendation_upkeep_job", now, 1800)
+    rss = job.peak_rss_gb
     with mock.patch.dict(os.environ, env), dg.DagsterInstance.from_config(home) as instance:
         [record] = instance.get_run_records(limit=1)
         run_id = record.dagster_run.run_id
-        steps = _step_seconds(instance, run_id)
+        steps = step_seconds(instance, run_id)
         output: dict[str, Any] = {}
         observed: dict[str, dict[str, Any]] = {}
         for entry in instance.all_logs(run_id):
@@ -216,12 +225,9 @@ def _run_upkeep_job(home: str, env: dict[str, str], now: datetime, label: str) -
                 assert observation is not None
                 observed[observation.asset_key.to_user_string()] = {
                     k: v.value for k, v in observation.metadata.items()}
-    if rc != 0:
-        print("".join(job.lines[-40:]))
     step = steps.get("upkeep_recommendations", float("nan"))
     print(f"  {label}: exit {rc}, {retries} retries, {wall:.1f} s wall (fresh process), "
-          f"upkeep step {step:.2f} s"
-          + (f", peak RSS {rss / 1024 / 1024:.2f} GB" if rss else ""))
+          f"upkeep step {step:.2f} s" + (f", peak RSS {rss:.2f} GB" if rss else ""))
     seconds = ", ".join(f"{k.removeprefix('seconds_')} {v:.2f} s" for k, v in output.items()
                         if k.startswith("seconds_"))
     print(f"    inside the step: {seconds}; users with a short list "
@@ -237,24 +243,21 @@ def _run_upkeep_job(home: str, env: dict[str, str], now: datetime, label: str) -
 
 
 def run(args: argparse.Namespace) -> int:
-    import shutil
-
     import sqlalchemy as sa
     import yaml
 
     from recs_pipeline.bootstrap import init_app_database
     from recs_pipeline.cli import CliError
     from recs_pipeline.compute.timestamps import utc_now
-    from recs_pipeline.db import make_engine, parse_database_url
+    from recs_pipeline.db import make_engine
     from recs_pipeline.defs.recommendations.publishing import KINDS
     from recs_pipeline.defs.recommendations.upkeep import ineligible_now
-    from recs_pipeline.devtools.bench.jobs import JobRun
+    from recs_pipeline.devtools.bench.jobs import postgres_instance_env
     from recs_pipeline.devtools.bench.seed import _drop_postgres, _recreate_postgres
     from recs_pipeline.devtools.seed import SeedConfig, seed_database
 
     if not 0 < args.invalidate < 0.5:
         raise CliError("--invalidate: a share in (0, 0.5)")
-    server = parse_database_url(args.server_url)
     instance_db = f"{args.database}_dagster"
     home = str(Path(tempfile.gettempdir()) / f"{args.database}_home")
     state = Path(home) / "bench_upkeep.yaml"
@@ -276,20 +279,10 @@ def run(args: argparse.Namespace) -> int:
         _recreate_postgres(args.server_url, instance_db)
         users = args.users
         as_of = utc_now().replace(hour=0, minute=0, second=0, microsecond=0) + timedelta(hours=12)
-    env = {**os.environ, "DAGSTER_HOME": home, "RECS_DATABASE_URL": app_url,
-           "DAGSTER_PG_HOST": server.host or "127.0.0.1",
-           "DAGSTER_PG_PORT": str(server.port or 5432),
-           "DAGSTER_PG_USER": server.username or "postgres",
-           "DAGSTER_PG_PASSWORD": server.password or "", "DAGSTER_PG_DB": instance_db}
+    env = postgres_instance_env(home, args.server_url, instance_db, app_url)  # idempotent
     engine = make_engine(app_url)
     try:
         if not args.reuse:
-            import subprocess
-            import sys
-
-            production_yaml = Path(__file__).resolve().parents[3] / (
-                "deploy/production/dagster.yaml")
-            shutil.copy(production_yaml, Path(home) / "dagster.yaml")
             t0 = time.perf_counter()
             init_app_database(engine)
             seed_database(engine, SeedConfig(users=users, seed=42,
@@ -297,22 +290,13 @@ def run(args: argparse.Namespace) -> int:
             with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
                 conn.execute(sa.text("ANALYZE"))  # what autovacuum does soon after a bulk load
             seeded = time.perf_counter() - t0
-            subprocess.run([str(Path(sys.executable).parent / "dagster"), "instance", "migrate"],
-                           env=env, check=True, capture_output=True)
-            nightly = Path(home) / "nightly.yaml"
-            nightly.write_text(yaml.safe_dump({"resources": {"clock": {"config": {
-                "as_of": as_of.isoformat(), "backfill": True}}}}))
-            prefix = [GNU_TIME, "-f", "peak_rss_kb=%M"] if Path(GNU_TIME).exists() else []
-            job = JobRun("nightly_recommendations_job", env, nightly, prefix=prefix)
-            rc, wall, _ = job.wait(timeout=7200)
-            rss = next((int(m.group(1)) for line in job.lines
-                        if (m := re.match(r"peak_rss_kb=(\d+)", line))), None)
+            job, rc, wall, _ = _run_as_of(home, env, "nightly_recommendations_job", as_of, 7200)
             if rc != 0:
-                print("".join(job.lines[-40:]))
                 raise CliError(f"the nightly job failed (exit {rc})")
+            rss = job.peak_rss_gb
             print(f"bench upkeep: {users:,} users (seed 42, seeded in {seeded:.0f} s), PostgreSQL "
                   f"app database and instance; nightly_recommendations_job (with the reserve) "
-                  f"{wall:.1f} s" + (f", peak RSS {rss / 1024 / 1024:.2f} GB" if rss else ""))
+                  f"{wall:.1f} s" + (f", peak RSS {rss:.2f} GB" if rss else ""))
             state.write_text(yaml.safe_dump({"app_url": app_url, "users": users,
                                              "as_of": as_of.isoformat()}))
         else:
@@ -322,12 +306,12 @@ def run(args: argparse.Namespace) -> int:
                           "team_recommendations", "team_recommendation_reserve"):
                 rows = int(conn.execute(sa.text(f"SELECT count(*) FROM {table}")).scalar_one())
                 print(f"  {table}: {rows:,} rows")
-        first = as_of + timedelta(minutes=15)
         if args.reuse:  # go on from where the kept run's upkeep left off
             with engine.connect() as conn:
                 first = conn.execute(sa.text(
                     "SELECT max(checked_at) FROM recommendation_upkeep_state")).scalar_one()
-        if not args.reuse:
+        else:
+            first = as_of + timedelta(minutes=15)
             _run_upkeep_job(home, env, first, "upkeep 15 min after the publish")
         _run_upkeep_job(home, env, first, "idle upkeep (nothing changed)")
         later = first + timedelta(minutes=15)

@@ -17,7 +17,11 @@ from recs_pipeline import schema
 from recs_pipeline.compute.scoring import ScoringParams, recommend
 from recs_pipeline.db import read_frame
 from recs_pipeline.defs.recommendations import upkeep
-from recs_pipeline.defs.recommendations.publishing import TEAMS, TOURNAMENTS
+from recs_pipeline.defs.recommendations.publishing import (
+    TEAMS,
+    TOURNAMENTS,
+    RecommendationKind,
+)
 from recs_pipeline.defs.recommendations.reading import (
     build_user_feature_set,
     load_team_candidates,
@@ -53,14 +57,32 @@ def _rows(engine: Engine, table: sa.Table) -> pd.DataFrame:
         return read_frame(conn, sa.select(table).order_by(table.c.user_id, table.c.rank))
 
 
-def _upkeep(app_db: AppDatabase, instance: dg.DagsterInstance, at: datetime = LATER
-            ) -> dg.ExecuteInProcessResult:
+def _upkeep(app_db: AppDatabase, instance: dg.DagsterInstance, at: datetime = LATER, *,
+            request_short_list_refresh: bool = False) -> dg.ExecuteInProcessResult:
     return recommendation_upkeep_job.execute_in_process(
         run_config={"resources": {"clock": {"config": {"as_of": at.isoformat(),
                                                         "backfill": True}}},
                     "ops": {"upkeep_recommendations": {"config": {
-                        "top_k": TOP_K, "request_short_list_refresh": False}}}},
+                        "top_k": TOP_K,
+                        "request_short_list_refresh": request_short_list_refresh}}}},
         resources={"app_db": app_db, "clock": RunClock()}, instance=instance)
+
+
+def _join(conn: sa.Connection, kind: RecommendationKind, user: int, item: int, at: datetime
+          ) -> None:
+    """The user registers for the tournament / joins the team at `at`."""
+    if kind is TOURNAMENTS:
+        table, values = schema.tournament_participants, {"tournament_id": item,
+                                                         "registered_at": at}
+    else:
+        table, values = schema.team_members, {"team_id": item, "joined_at": at}
+    next_id = conn.execute(sa.select(sa.func.max(table.c.id))).scalar_one() + 1
+    conn.execute(table.insert().values(id=next_id, user_id=user, **values))
+
+
+def _top1(published: pd.DataFrame, user: int, item_column: str) -> int:
+    return int(published.loc[(published["user_id"] == user) & (published["rank"] == 1),
+                             item_column].iloc[0])
 
 
 def _ranks_ok(frame: pd.DataFrame) -> None:
@@ -85,10 +107,8 @@ def _invalidate(engine: Engine, t_before: pd.DataFrame, m_before: pd.DataFrame
         count = conn.execute(sa.select(sa.func.count()).where(tp.c.tournament_id == filled)
                              ).scalar_one()
         conn.execute(t.update().where(t.c.id == filled).values(max_participants=count))
-        next_id = conn.execute(sa.select(sa.func.max(tp.c.id))).scalar_one() + 1
-        conn.execute(tp.insert().values(
-            id=next_id, tournament_id=int(registrant["tournament_id"]),
-            user_id=int(registrant["user_id"]), registered_at=NOW + timedelta(seconds=20)))
+        _join(conn, TOURNAMENTS, int(registrant["user_id"]), int(registrant["tournament_id"]),
+              NOW + timedelta(seconds=20))
         conn.execute(m.update().where(m.c.id == stopped).values(is_recruiting=False))
     return closed, filled, registrant, stopped
 
@@ -207,19 +227,16 @@ def test_a_reserve_item_that_left_in_an_earlier_run_is_never_promoted(
     first_spare = reserve[reserve["rank"] == TOP_K + 1]
     stopped = int(first_spare["team_id"].value_counts().index[0])
     user = int(first_spare.loc[first_spare["team_id"] == stopped, "user_id"].iloc[0])
-    m, tm = schema.teams, schema.team_members
+    m = schema.teams
     with engine.begin() as conn:
         conn.execute(m.update().where(m.c.id == stopped).values(is_recruiting=False))
     assert _upkeep(app_db, dagster_instance).success  # removes `stopped`'s rows, untracks it
     spare = _rows(engine, schema.team_recommendation_reserve)
     assert stopped in spare.loc[spare["user_id"] == user, "team_id"].tolist()  # user untouched
     published = _rows(engine, schema.team_recommendations)
-    top1 = int(published.loc[(published["user_id"] == user) & (published["rank"] == 1),
-                             "team_id"].iloc[0])
+    top1 = _top1(published, user, "team_id")
     with engine.begin() as conn:  # the user joins their top-1 team: one slot to refill
-        next_id = conn.execute(sa.select(sa.func.max(tm.c.id))).scalar_one() + 1
-        conn.execute(tm.insert().values(id=next_id, team_id=top1, user_id=user,
-                                        joined_at=LATER + timedelta(seconds=10)))
+        _join(conn, TEAMS, user, top1, LATER + timedelta(seconds=10))
     later = LATER + timedelta(minutes=1)
     assert _upkeep(app_db, dagster_instance, later).success
     after = _rows(engine, schema.team_recommendations)
@@ -237,13 +254,10 @@ def test_a_reserve_item_the_user_registered_for_is_never_promoted(
     published = _rows(engine, schema.tournament_recommendations)
     spare = reserve[reserve["rank"] == TOP_K + 1].iloc[0]
     user, registered = int(spare["user_id"]), int(spare["tournament_id"])
-    top1 = int(published.loc[(published["user_id"] == user) & (published["rank"] == 1),
-                             "tournament_id"].iloc[0])
-    t, tp = schema.tournaments, schema.tournament_participants
+    top1 = _top1(published, user, "tournament_id")
+    t = schema.tournaments
     with engine.begin() as conn:  # the user registers for their best spare; their top-1 closes
-        next_id = conn.execute(sa.select(sa.func.max(tp.c.id))).scalar_one() + 1
-        conn.execute(tp.insert().values(id=next_id, tournament_id=registered, user_id=user,
-                                        registered_at=NOW + timedelta(seconds=20)))
+        _join(conn, TOURNAMENTS, user, registered, NOW + timedelta(seconds=20))
         conn.execute(t.update().where(t.c.id == top1).values(
             registration_closes_at=NOW + timedelta(seconds=30)))
     assert _upkeep(app_db, dagster_instance).success
@@ -272,11 +286,7 @@ def test_a_list_that_fell_below_k_is_queued_for_the_on_demand_refresh(
     with engine.begin() as conn:  # everything the user was shown or kept in reserve closes
         conn.execute(t.update().where(t.c.id.in_(theirs)).values(
             registration_closes_at=NOW + timedelta(seconds=30)))
-    result = recommendation_upkeep_job.execute_in_process(
-        run_config={"resources": {"clock": {"config": {"as_of": LATER.isoformat(),
-                                                        "backfill": True}}},
-                    "ops": {"upkeep_recommendations": {"config": {"top_k": TOP_K}}}},
-        resources={"app_db": app_db, "clock": RunClock()}, instance=dagster_instance)
+    result = _upkeep(app_db, dagster_instance, request_short_list_refresh=True)
     assert result.success
     after = _rows(engine, schema.tournament_recommendations)
     assert user not in set(after["user_id"])  # nothing of theirs was left to promote
