@@ -15,15 +15,18 @@ Each affected user's list is rebuilt from their still-eligible rows plus their r
 refresh's next-best rows, `*_recommendation_reserve`), by score, ranks 1..n. A batch of users is
 locked, read as it is now (so an on-demand refresh that ran meanwhile is judged on its own rows)
 and written in one transaction, and only what changed is written: each list's tail from its
-first changed rank, and the reserve rows used up. Users whose list fell below K are queued for
-the on-demand refresh (refresh requests, served in batches by its sensor and job, so the upkeep
-run stays short), which also lets tournaments and teams that opened since the nightly run in.
+first changed rank, and the reserve rows used up. On PostgreSQL two batches are written at once
+(disjoint users: they never wait on each other), since the cost is the database's index upkeep.
+Users whose list fell below K are queued for the on-demand refresh (refresh requests, served in
+batches by its sensor and job, so the upkeep run stays short), which also lets tournaments and
+teams that opened since the nightly run in.
 """
 
 from __future__ import annotations
 
 import time
 from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
@@ -66,6 +69,7 @@ from recs_pipeline.defs.recommendations.upkeep_store import (
 # Registrations committed late (a transaction that began before the last run) are still seen.
 REGISTRATION_OVERLAP = timedelta(minutes=10)
 WRITE_BATCH_USERS = 2_000  # users per write transaction
+WRITE_WORKERS = 2  # PostgreSQL write transactions at once (one per core of this machine kind)
 
 # Why a published row was removed (metadata keys `removed_<reason>`).
 ITEM_REASONS = {"status_closed": "registration_closed", "registration_closed":
@@ -229,8 +233,33 @@ class _Judge:
 # --- one kind ---------------------------------------------------------------------------------
 
 
-def _upkeep_kind(engine: Engine, kind: RecommendationKind, now: datetime, top_k: int
-                 ) -> KindUpkeep | None:
+@dataclass
+class _BatchWrite:
+    backfilled: int
+    short_users: np.ndarray
+    also_removed: Counter[str]  # ineligible rows not among the stale pairs, by the item's rule
+
+
+@dataclass
+class _KindPlan:
+    """One kind's run after the read-only part: what was found stale, and the users to write."""
+
+    kind: RecommendationKind
+    out: KindUpkeep
+    judge: _Judge
+    to_write: list[int]
+    left: list[int]  # tracked items that left the eligible set: untracked once written
+    inactive_users: set[int]
+
+    def absorb(self, written: _BatchWrite) -> None:
+        self.out.backfilled += written.backfilled
+        self.out.removed.update(written.also_removed)
+        self.out.short_users.extend(int(u) for u in written.short_users
+                                    if int(u) not in self.inactive_users)
+
+
+def _plan_kind(engine: Engine, kind: RecommendationKind, now: datetime) -> _KindPlan | None:
+    """Find the stale rows of one kind (reads only); None when nothing was published yet."""
     table = kind.table
     out = KindUpkeep()
     with engine.connect() as conn:
@@ -269,22 +298,22 @@ def _upkeep_kind(engine: Engine, kind: RecommendationKind, now: datetime, top_k:
     judge = _Judge(kind, _pair_index(stale_rows, "user_id", "item"),
                    np.array(inactive, dtype=np.int64), status,
                    _pair_index(reserve_taken, "user_id", "item"))
-    inactive_users = set(inactive)
     # Users with only a reserve row taken are rewritten too (that row goes, nothing else).
     to_write = sorted(set(users) | set(reserve_taken["user_id"].tolist()))
-    for lo in range(0, len(to_write), WRITE_BATCH_USERS):
-        batch = to_write[lo:lo + WRITE_BATCH_USERS]
-        with engine.begin() as conn:
-            written = _refill_batch(conn, kind, batch, judge, top_k)
-        out.backfilled += written.backfilled
-        out.removed.update(written.also_removed)
-        out.short_users.extend(int(u) for u in written.short_users
-                               if int(u) not in inactive_users)
+    return _KindPlan(kind, out, judge, to_write, left, set(inactive))
+
+
+def _write_batch(engine: Engine, plan: _KindPlan, users: list[int], top_k: int) -> _BatchWrite:
     with engine.begin() as conn:
-        if left:
-            untrack_items(conn, kind, left)
-        mark_checked(conn, kind, now)
-    return out
+        return _refill_batch(conn, plan.kind, users, plan.judge, top_k)
+
+
+def _finish_kind(engine: Engine, plan: _KindPlan, now: datetime) -> None:
+    """After every batch of the kind is written: this run's findings are done with."""
+    with engine.begin() as conn:
+        if plan.left:
+            untrack_items(conn, plan.kind, plan.left)
+        mark_checked(conn, plan.kind, now)
 
 
 def _delete_by_rank(conn: Connection, table: sa.Table, rank_of_user: pd.Series, *,
@@ -295,13 +324,6 @@ def _delete_by_rank(conn: Connection, table: sa.Table, rank_of_user: pd.Series, 
         at = table.c.rank >= int(rank) if and_below else table.c.rank == int(rank)
         conn.execute(table.delete().where(
             in_ids(table.c.user_id, users.index, conn.dialect.name), at))
-
-
-@dataclass
-class _BatchWrite:
-    backfilled: int
-    short_users: np.ndarray
-    also_removed: Counter[str]  # ineligible rows not among the stale pairs, by the item's rule
 
 
 def _refill_batch(conn: Connection, kind: RecommendationKind, users: list[int], judge: _Judge,
@@ -338,18 +360,36 @@ def _refill_batch(conn: Connection, kind: RecommendationKind, users: list[int], 
 
 
 def run_upkeep(engine: Engine, now: datetime, top_k: int = 10, *,
-               request_short_list_refresh: bool = True) -> UpkeepOutcome:
-    """One upkeep pass over both kinds (see the module docstring)."""
+               request_short_list_refresh: bool = True,
+               write_workers: int = WRITE_WORKERS) -> UpkeepOutcome:
+    """One upkeep pass over both kinds (see the module docstring): find what is stale, write the
+    users' batches of both kinds (`write_workers` transactions at once on PostgreSQL; SQLite
+    has one writer), then mark each kind checked."""
     ensure_pipeline_tables(engine)
     outcome = UpkeepOutcome(kinds={})
+    plans: list[_KindPlan] = []
     for kind in KINDS:
         t0 = time.perf_counter()
-        result = _upkeep_kind(engine, kind, now, top_k)
-        outcome.timings[kind.name] = time.perf_counter() - t0
-        if result is None:
+        plan = _plan_kind(engine, kind, now)
+        outcome.timings[f"find_{kind.name}"] = time.perf_counter() - t0
+        if plan is None:
             outcome.published = False
             continue
-        outcome.kinds[kind.name] = result
+        plans.append(plan)
+        outcome.kinds[kind.name] = plan.out
+    t0 = time.perf_counter()
+    batches = [(plan, plan.to_write[lo:lo + WRITE_BATCH_USERS]) for plan in plans
+               for lo in range(0, len(plan.to_write), WRITE_BATCH_USERS)]
+    workers = max(1, write_workers) if engine.dialect.name == "postgresql" else 1
+    # Batches hold disjoint users of one kind each, so concurrent ones never wait on each other;
+    # the database does most of the work (index maintenance), on its own cores.
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="upkeep") as pool:
+        written = pool.map(lambda b: _write_batch(engine, b[0], b[1], top_k), batches)
+        for (plan, _), result in zip(batches, written, strict=True):
+            plan.absorb(result)
+    for plan in plans:
+        _finish_kind(engine, plan, now)
+    outcome.timings["write"] = time.perf_counter() - t0
     outcome.users_short = sorted({u for k in outcome.kinds.values() for u in k.short_users})
     if request_short_list_refresh and outcome.users_short:
         with engine.begin() as conn:

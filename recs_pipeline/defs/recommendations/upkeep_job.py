@@ -11,7 +11,12 @@ from recs_pipeline.defs.recommendations.checks import (
 )
 from recs_pipeline.defs.recommendations.jobs import RECOMMENDATIONS_RETRY_POLICY
 from recs_pipeline.defs.recommendations.publishing import TEAMS, TOURNAMENTS
-from recs_pipeline.defs.recommendations.upkeep import REASONS, ineligible_now, run_upkeep
+from recs_pipeline.defs.recommendations.upkeep import (
+    REASONS,
+    WRITE_WORKERS,
+    ineligible_now,
+    run_upkeep,
+)
 from recs_pipeline.resources import AppDatabase, RunClock
 from recs_pipeline.retries import transient_only
 from recs_pipeline.scheduling import schedule_timezone
@@ -34,6 +39,9 @@ class UpkeepConfig(FailFastConfig):
         default=True, description="Queue an on-demand refresh (recommendation_refresh_requests) "
         "for users whose list fell below K, so items that opened since the nightly run can "
         "enter; the refresh sensor serves them in batches.")
+    write_workers: int = Field(
+        default=WRITE_WORKERS, ge=1, le=16, description="PostgreSQL write transactions at "
+        "once (batches of disjoint users); about one per database core. SQLite: always 1.")
 
 
 @dg.op(description="Remove published rows that are no longer eligible and backfill each "
@@ -42,7 +50,8 @@ class UpkeepConfig(FailFastConfig):
 def upkeep_recommendations(context: dg.OpExecutionContext, config: UpkeepConfig,
                            app_db: AppDatabase, clock: RunClock):  # type: ignore[no-untyped-def]
     outcome = run_upkeep(app_db.get_engine(), clock.now(), config.top_k,
-                         request_short_list_refresh=config.request_short_list_refresh)
+                         request_short_list_refresh=config.request_short_list_refresh,
+                         write_workers=config.write_workers)
     if not outcome.published:
         context.log.info("nothing published yet: nothing to keep up")
     for key, kind in ((TOURNAMENT_RECOMMENDATIONS_KEY, "tournaments"),
