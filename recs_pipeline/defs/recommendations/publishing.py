@@ -159,10 +159,15 @@ def _binary_copy_chunks(
     yield (-1).to_bytes(2, "big", signed=True)
 
 
-def copy_binary(conn: Connection, table_name: str, frame: pd.DataFrame, item_column: str) -> int:
-    """Load recommendation rows with PostgreSQL binary COPY (psycopg 3 or psycopg2)."""
+def copy_binary(conn: Connection, table_name: str, frame: pd.DataFrame, item_column: str, *,
+                freeze: bool = False) -> int:
+    """Load recommendation rows with PostgreSQL binary COPY (psycopg 3 or psycopg2).
+
+    `freeze`: the rows are written frozen (the table must have been created in this
+    transaction), so no later reader or VACUUM rewrites every page to set hint bits."""
     columns = ", ".join(_q(c) for c in ("user_id", item_column, "rank", "score", "reason"))
-    sql = f"COPY {_q(table_name)} ({columns}) FROM STDIN WITH (FORMAT binary)"
+    sql = (f"COPY {_q(table_name)} ({columns}) FROM STDIN WITH (FORMAT binary"
+           + (", FREEZE)" if freeze else ")"))
     cursor = conn.connection.driver_connection.cursor()
     try:
         if hasattr(cursor, "copy_expert"):  # psycopg2 wants a file
@@ -235,7 +240,10 @@ def _copy_with_defaults(conn: Connection, kind: RecommendationKind, frame: pd.Da
     conn.execute(sa.text(
         f"ALTER TABLE {table} ALTER COLUMN generated_at SET DEFAULT "
         + _literal(stamp.strftime("%Y-%m-%d %H:%M:%S.%f") + "+00") + "::timestamptz"))
-    count = copy_binary(conn, kind.staging_name, frame, kind.item_column)
+    # Frozen (the staging table was created in this transaction): otherwise the first reader of
+    # each page after the swap (the intraday upkeep's first run) sets its hint bits and dirties
+    # it, and a later freeze rewrites it again (docs/performance.md, "Intraday upkeep").
+    count = copy_binary(conn, kind.staging_name, frame, kind.item_column, freeze=True)
     conn.execute(sa.text(f"ALTER TABLE {table} ALTER COLUMN model_version DROP DEFAULT, "
                          "ALTER COLUMN generated_at DROP DEFAULT"))
     return count

@@ -48,9 +48,9 @@ def _frame(version: str, n: int = 50, item: str = "tournament_id") -> pd.DataFra
     })
 
 
-def _publish(engine: Engine, version: str, **swap_kwargs: object) -> object:
-    stage(engine, TOURNAMENTS, _frame(version))
-    stage(engine, TEAMS, _frame(version, item="team_id"))
+def _publish(engine: Engine, version: str, n: int = 50, **swap_kwargs: object) -> object:
+    stage(engine, TOURNAMENTS, _frame(version, n))
+    stage(engine, TEAMS, _frame(version, n, item="team_id"))
     return swap(engine, KINDS, **swap_kwargs)  # type: ignore[arg-type]
 
 
@@ -126,6 +126,22 @@ def test_published_tables_are_never_autovacuumed(pg_engine: Engine) -> None:
         )).scalar_one()
     assert all("autovacuum_enabled=false" in (opts or "") for opts in rows.values()), rows
     assert analysed == 50  # ANALYZE ran on the staged rows
+
+
+def test_published_rows_are_written_frozen(pg_engine: Engine) -> None:
+    """The staged rows are COPYed FREEZE: every page of the published table is all-frozen, so
+    no reader after the swap dirties the whole table setting hint bits."""
+    _publish(pg_engine, "v1", n=5_000)
+    with pg_engine.begin() as conn:
+        conn.execute(sa.text("CREATE EXTENSION IF NOT EXISTS pg_visibility"))
+        pages = conn.execute(sa.text(
+            "SELECT pg_relation_size('tournament_recommendations') / "
+            "current_setting('block_size')::int")).scalar_one()
+        frozen = conn.execute(sa.text(
+            "SELECT all_frozen FROM pg_visibility_map_summary('tournament_recommendations')"
+        )).scalar_one()
+    assert pages > 1
+    assert frozen == pages
 
 
 # --- the swap and a session holding a read lock --------------------------------------------
@@ -249,8 +265,8 @@ def test_swap_policy_rejects_nonsense() -> None:
 def test_what_a_repeatable_read_reader_sees_across_a_swap(pg_engine: Engine) -> None:
     """Documented in docs/operations.md: READ COMMITTED (Django's default) sees the old or the
     new table in full; a REPEATABLE READ snapshot taken before the staging load sees the new
-    table empty (the swap's DROP/RENAME is not MVCC-safe), and the new rows in its next
-    transaction."""
+    table in full too: the swap's DROP/RENAME is not MVCC-safe, but the rows were COPYed
+    FREEZE, which makes them visible to every snapshot (without it the table looked empty)."""
     # A reader left holding a lock would make the swap fail in 2 s here, not wait 10 minutes.
     quick_fail = SwapPolicy(lock_timeout_ms=50, first_pause_s=0.1, budget_s=2)
     _publish(pg_engine, "v1")
@@ -259,7 +275,8 @@ def test_what_a_repeatable_read_reader_sees_across_a_swap(pg_engine: Engine) -> 
         reader.execute(sa.text("SELECT 1 FROM games LIMIT 1"))  # the snapshot starts here
         _publish(pg_engine, "v2", policy=quick_fail)
         assert reader.execute(sa.text(
-            "SELECT count(*) FROM tournament_recommendations")).scalar_one() == 0
+            "SELECT count(*), min(model_version) FROM tournament_recommendations")).one() == (
+            50, "v2")
         reader.rollback()
         assert reader.execute(sa.text(
             "SELECT count(*), min(model_version) FROM tournament_recommendations")).one() == (
