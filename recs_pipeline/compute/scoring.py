@@ -1025,12 +1025,11 @@ def _recommend(
             len(np.unique(np.concatenate(picked.users_with_candidates)))
             if picked.users_with_candidates else 0
         )
-        ranked = _assemble(inp.kind, picked, inp.items, space.scored_ids,
-                           affinities.has_history, params, version, now, reserve)
-        in_top = ranked["rank"].to_numpy() <= params.top_k
-        outputs[inp.kind] = ranked[in_top].reset_index(drop=True) if reserve else ranked
+        outputs[inp.kind], spare = _assemble(inp.kind, picked, inp.items, space.scored_ids,
+                                             affinities.has_history, params, version, now,
+                                             reserve)
         if reserve:
-            reserves[inp.kind] = ranked[~in_top].reset_index(drop=True)
+            reserves[inp.kind] = spare
     timings["score"] = time.perf_counter() - t0
     return Recommendations(
         tournaments=outputs["tournaments"],
@@ -1074,11 +1073,13 @@ def _assemble(
     version: str,
     now: datetime,
     reserve: int = 0,
-) -> pd.DataFrame:
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Each user's top K rows and, after them, the next `reserve` rows (ranks K+1..), as two
+    frames built straight from the picked arrays (at 1M users a combined frame split in two
+    would hold ~0.8 GB more per kind)."""
     item_column = "tournament_id" if kind == "tournaments" else "team_id"
-    columns = ["user_id", item_column, "rank", "score", "reason", "model_version", "generated_at"]
     if not picked.user_pos:
-        return empty_recommendations(item_column)
+        return empty_recommendations(item_column), empty_recommendations(item_column)
     user_pos = np.concatenate(picked.user_pos)
     item_idx = np.concatenate(picked.item_idx)
     blend = np.concatenate(picked.blend)
@@ -1086,19 +1087,26 @@ def _assemble(
     coplay = np.concatenate(picked.coplay)
     skill = np.concatenate(picked.skill)
     keep, ranks = top_k_per_user(user_pos, blend, params.top_k + reserve)
-    user_pos, item_idx, blend = user_pos[keep], item_idx[keep], blend[keep]
     item_ids = items[item_column].to_numpy(dtype=np.int64)
-    reason_kind = reason[keep]
-    out = pd.DataFrame({
-        "user_id": scored_ids[user_pos],
-        item_column: item_ids[item_idx],
-        "rank": ranks.astype(np.int64),
-        "score": 0.01 + 0.99 * np.clip(blend.astype(np.float64), 0.0, 1.0),
-        "reason": build_reasons(kind, reason_kind, item_idx, coplay[keep], skill[keep], items),
-        "model_version": version,
-        "generated_at": pd.Timestamp(now).as_unit("us"),
-    })
-    return out[columns]
+    stamp = pd.Timestamp(now).as_unit("us")
+
+    def frame(rows: np.ndarray) -> pd.DataFrame:
+        at = keep[rows]
+        return pd.DataFrame({
+            "user_id": scored_ids[user_pos[at]],
+            item_column: item_ids[item_idx[at]],
+            "rank": ranks[rows].astype(np.int64),
+            "score": 0.01 + 0.99 * np.clip(blend[at].astype(np.float64), 0.0, 1.0),
+            "reason": build_reasons(kind, reason[at], item_idx[at], coplay[at], skill[at],
+                                    items),
+            "model_version": version,
+            "generated_at": stamp,
+        })
+
+    if not reserve:
+        return frame(np.arange(len(keep))), empty_recommendations(item_column)
+    in_top = ranks <= params.top_k
+    return frame(np.flatnonzero(in_top)), frame(np.flatnonzero(~in_top))
 
 
 def empty_recommendations(item_column: str) -> pd.DataFrame:
