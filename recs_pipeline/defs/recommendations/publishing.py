@@ -240,9 +240,9 @@ def _copy_with_defaults(conn: Connection, kind: RecommendationKind, frame: pd.Da
     conn.execute(sa.text(
         f"ALTER TABLE {table} ALTER COLUMN generated_at SET DEFAULT "
         + _literal(stamp.strftime("%Y-%m-%d %H:%M:%S.%f") + "+00") + "::timestamptz"))
-    # Frozen (the staging table was created in this transaction): otherwise the first reader of
-    # each page after the swap (the intraday upkeep's first run) sets its hint bits and dirties
-    # it, and a later freeze rewrites it again (docs/performance.md, "Intraday upkeep").
+    # Frozen (the staging table was created in this transaction): rows visible to every
+    # snapshot, so a REPEATABLE READ reader older than the load sees the new table whole, not
+    # empty, and no later reader or VACUUM rewrites the pages to set hint bits or freeze them.
     count = copy_binary(conn, kind.staging_name, frame, kind.item_column, freeze=True)
     conn.execute(sa.text(f"ALTER TABLE {table} ALTER COLUMN model_version DROP DEFAULT, "
                          "ALTER COLUMN generated_at DROP DEFAULT"))
