@@ -249,13 +249,12 @@ class _KindPlan:
     judge: _Judge
     to_write: list[int]
     left: list[int]  # tracked items that left the eligible set: untracked once written
-    inactive_users: set[int]
 
     def absorb(self, written: _BatchWrite) -> None:
         self.out.backfilled += written.backfilled
         self.out.removed.update(written.also_removed)
-        self.out.short_users.extend(int(u) for u in written.short_users
-                                    if int(u) not in self.inactive_users)
+        short = np.asarray(written.short_users, dtype=np.int64)
+        self.out.short_users.extend(short[~np.isin(short, self.judge.inactive)].tolist())
 
 
 def _plan_kind(engine: Engine, kind: RecommendationKind, now: datetime) -> _KindPlan | None:
@@ -300,7 +299,7 @@ def _plan_kind(engine: Engine, kind: RecommendationKind, now: datetime) -> _Kind
                    _pair_index(reserve_taken, "user_id", "item"))
     # Users with only a reserve row taken are rewritten too (that row goes, nothing else).
     to_write = sorted(set(users) | set(reserve_taken["user_id"].tolist()))
-    return _KindPlan(kind, out, judge, to_write, left, set(inactive))
+    return _KindPlan(kind, out, judge, to_write, left)
 
 
 def _write_batch(engine: Engine, plan: _KindPlan, users: list[int], top_k: int) -> _BatchWrite:
@@ -380,7 +379,7 @@ def run_upkeep(engine: Engine, now: datetime, top_k: int = 10, *,
     t0 = time.perf_counter()
     batches = [(plan, plan.to_write[lo:lo + WRITE_BATCH_USERS]) for plan in plans
                for lo in range(0, len(plan.to_write), WRITE_BATCH_USERS)]
-    workers = max(1, write_workers) if engine.dialect.name == "postgresql" else 1
+    workers = max(1, write_workers) if is_postgres(engine) else 1
     # Batches hold disjoint users of one kind each, so concurrent ones never wait on each other;
     # the database does most of the work (index maintenance), on its own cores.
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="upkeep") as pool:
